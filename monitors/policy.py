@@ -1,0 +1,116 @@
+"""The alert policy every up/down monitor shares: a pure function of (config, state, result, time).
+
+States: PENDING (never checked) → UP / DEGRADED / DOWN, and ERROR when the checker itself is broken.
+- DOWN after `failure_threshold` consecutive failures; a downtime window opens at the first failure of the run.
+- UP again after `success_threshold` consecutive successes; the window closes; a recovery event.
+- While DOWN, a reminder every `renotify_minutes` (if set).
+- ERROR (the check could not run: bad config, our storage failing) goes to the operator, not the audience,
+  and leaves the up/down counters and any open window alone; the next real result resumes where it was.
+
+Counters saturate (at most max(failure_threshold, breaker_failures) failures are counted), so a monitor that
+stays UP or stays DOWN produces an identical state and the engine writes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from monitors.base import CheckResult, Evaluation, MonitorBase
+from shared.events import Event, EventType
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], result: CheckResult,
+                    now: datetime) -> Evaluation:
+    state = dict(prev) if prev else {"status": "PENDING", "fails": 0, "oks": 0}
+    events: list[Event] = []
+    ops: list[dict[str, Any]] = []
+    status = state.get("status", "PENDING")
+
+    def event(type_: EventType, severity: str, message: str, **details: Any) -> None:
+        events.append(Event(type=type_, kind=kind, monitor_id=monitor.id or "", monitor_name=monitor.name,
+                            severity=severity, occurred_at=now, message=message, details=details))
+
+    if result.outcome == "error":
+        if status != "ERROR":
+            state["before_error"] = status
+            state["status"] = "ERROR"
+            state["error"] = result.error
+            state["since"] = _iso(now)
+            event(EventType.MONITOR_ERROR, "critical", f"Checker error: {result.error}", error=result.error)
+        return Evaluation(state, state["status"], events, ops)
+
+    if status == "ERROR":
+        status = state.pop("before_error", "PENDING")
+        event(EventType.MONITOR_ERROR_CLEARED, "info", "The checker works again.", error=state.pop("error", None))
+        state["status"] = status
+
+    ok = result.outcome in ("up", "degraded")
+    cap = max(monitor.failure_threshold, monitor.breaker_failures)
+    if ok:
+        state["fails"] = 0
+        state.pop("first_fail_at", None)
+        state["oks"] = min(int(state.get("oks", 0)) + 1, monitor.success_threshold)
+        healthy = "DEGRADED" if result.outcome == "degraded" else "UP"
+        if status == "PENDING":
+            status = healthy
+        elif status == "DOWN":
+            if state["oks"] >= monitor.success_threshold:
+                started = _dt(state.pop("down_since", None))
+                seconds = round((now - started).total_seconds()) if started else None
+                if started:
+                    ops.append({"op": "close_downtime", "started_at": _iso(started), "ended_at": _iso(now)})
+                state.pop("notified_at", None)
+                status = healthy
+                event(EventType.MONITOR_UP, "info", f"{monitor.name} is up again"
+                      + (f" after {_duration(seconds)}" if seconds is not None else "") + ".",
+                      downtime_seconds=seconds, latency_ms=result.latency_ms)
+        elif status == "UP" and healthy == "DEGRADED":
+            status = healthy
+            event(EventType.MONITOR_DEGRADED, "warning", f"{monitor.name} is slow: {result.error or ''}".strip(),
+                  latency_ms=result.latency_ms, reason=result.error)
+        elif status == "DEGRADED" and healthy == "UP":
+            status = healthy
+            event(EventType.MONITOR_RECOVERED_FROM_DEGRADED, "info", f"{monitor.name} responds normally again.",
+                  latency_ms=result.latency_ms)
+    else:
+        state["oks"] = 0
+        state["fails"] = min(int(state.get("fails", 0)) + 1, cap)
+        if state["fails"] == 1 or "first_fail_at" not in state:
+            state.setdefault("first_fail_at", _iso(now))
+        if status != "DOWN" and state["fails"] >= monitor.failure_threshold:
+            started = _dt(state["first_fail_at"]) or now
+            state["down_since"] = _iso(started)
+            state["notified_at"] = _iso(now)
+            status = "DOWN"
+            ops.append({"op": "open_downtime", "started_at": _iso(started), "reason": result.error})
+            event(EventType.MONITOR_DOWN, "critical", f"{monitor.name} is down: {result.error}",
+                  error=result.error, since=_iso(started), failures=state["fails"])
+        elif status == "DOWN" and monitor.renotify_minutes:
+            last = _dt(state.get("notified_at"))
+            if last is None or (now - last).total_seconds() >= monitor.renotify_minutes * 60:
+                state["notified_at"] = _iso(now)
+                event(EventType.MONITOR_DOWN, "critical", f"{monitor.name} is still down: {result.error}",
+                      error=result.error, since=state.get("down_since"), reminder=True)
+    state["status"] = status
+    return Evaluation(state, status, events, ops)
+
+
+def breaker_open(monitor: MonitorBase, state: dict[str, Any] | None) -> bool:
+    return bool(state) and int(state.get("fails", 0)) >= monitor.breaker_failures
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,221 @@
+"""Website checks (seed 001 and its "future enhancements"): status, latency, body assertions, TLS expiry.
+
+aiohttp does the I/O: at 500 concurrent requests it spends ~0.2 ms CPU per request, where requests with
+threads spends ~0.9 ms and httpx ~13 ms (see README, Benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from cryptography import x509
+from pydantic import Field, field_validator
+
+from monitors.base import CheckResult, Evaluation, MonitorBase
+from monitors.policy import evaluate_updown
+from shared.events import Event, EventType
+
+KIND = "website"
+MAX_BODY_BYTES = 1024 * 1024
+SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|cookie|password|session", re.I)
+_STATUS_ITEM = re.compile(r"^(?:([1-5])xx|(\d{3})(?:-(\d{3}))?)$")
+
+
+class Config(MonitorBase):
+    kind: Literal["website"] = "website"
+    url: str = Field(..., max_length=2048, description="http:// or https:// URL to check.")
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict, description="Request headers (values of auth-like "
+                                    "headers are never shown back).")
+    body: str | None = Field(None, max_length=16384, description="Request body (POST).")
+    expected_status: list[str] = Field(default_factory=lambda: ["200-399"], min_length=1, max_length=20,
+                                       description='Accepted codes: "200", "200-299" or "2xx".')
+    keyword: str | None = Field(None, min_length=1, max_length=500, description="Text the body must contain.")
+    keyword_absent: bool = Field(False, description="Invert `keyword`: the body must NOT contain it.")
+    body_regex: str | None = Field(None, max_length=500, description="Regular expression the body must match.")
+    max_response_ms: int | None = Field(None, ge=1, le=600000, description="Slower than this → DEGRADED.")
+    timeout_seconds: float = Field(30.0, gt=0, le=120)
+    attempts: int = Field(3, ge=1, le=10, description="Tries within one check before it counts as failed.")
+    follow_redirects: bool = True
+    verify_tls: bool = True
+    cert_warning_days: int = Field(14, ge=0, le=365, description="Warn when the certificate expires sooner.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError("must name a host")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
+
+    @field_validator("expected_status")
+    @classmethod
+    def _statuses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            match = _STATUS_ITEM.match(str(item).strip())
+            if not match:
+                raise ValueError(f"{item!r} is not a status code, range (200-299) or class (2xx)")
+            if match.group(3) and int(match.group(3)) < int(match.group(2)):
+                raise ValueError(f"{item!r}: range end is below its start")
+        return [str(v).strip() for v in value]
+
+    @field_validator("body_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"invalid regular expression: {error}") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 50:
+            raise ValueError("at most 50 headers")
+        for name, val in value.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}", name):
+                raise ValueError(f"invalid header name {name!r}")
+            if "\n" in val or "\r" in val or len(val) > 4096:
+                raise ValueError(f"invalid value for header {name!r}")
+        return value
+
+    def unique_keys(self) -> list[str]:
+        return [normalize_url(self.url)]
+
+    def public_view(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["headers"] = {k: ("***" if SENSITIVE_HEADER.search(k) else v) for k, v in self.headers.items()}
+        return data
+
+
+def normalize_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    default = {"http": 80, "https": 443}[parts.scheme.lower()]
+    netloc = host if parts.port in (None, default) else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+
+
+@lru_cache(maxsize=256)
+def _status_matcher(items: tuple[str, ...]):  # noqa: ANN202
+    ranges = []
+    for item in items:
+        m = _STATUS_ITEM.match(item)
+        if m.group(1):
+            base = int(m.group(1)) * 100
+            ranges.append((base, base + 99))
+        else:
+            ranges.append((int(m.group(2)), int(m.group(3) or m.group(2))))
+    return lambda code: any(lo <= code <= hi for lo, hi in ranges)
+
+
+@lru_cache(maxsize=1024)
+def _cert_expiry(der: bytes) -> datetime:
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
+
+
+def _peer_cert_expiry(resp: aiohttp.ClientResponse) -> datetime | None:
+    conn = resp.connection
+    transport = conn.transport if conn is not None else None
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return _cert_expiry(der) if der else None
+
+
+def _describe(error: BaseException, cfg: Config) -> str:
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return f"timed out after {cfg.timeout_seconds:g} s"
+    if isinstance(error, aiohttp.TooManyRedirects):
+        return "too many redirects (redirect loop?)"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate rejected: {error.certificate_error}"
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve host {urlsplit(cfg.url).hostname}"
+    if isinstance(error, aiohttp.ClientSSLError):
+        return f"TLS error: {error}"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        reason = error.os_error.strerror if error.os_error and error.os_error.strerror else str(error)
+        return f"cannot connect to {error.host}:{error.port}: {reason}"
+    if isinstance(error, aiohttp.ClientError):
+        return f"{type(error).__name__}: {error}"
+    raise error  # not a site failure: a bug in us, reported as ERROR by the engine
+
+
+async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
+    data: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        async with http.request(cfg.method, cfg.url, headers=cfg.headers or None, data=cfg.body,
+                                allow_redirects=cfg.follow_redirects, max_redirects=10,
+                                ssl=None if cfg.verify_tls else False,
+                                timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds)) as resp:
+            expiry = _peer_cert_expiry(resp)
+            body = await resp.content.read(MAX_BODY_BYTES) if cfg.method != "HEAD" else b""
+            latency = (time.perf_counter() - started) * 1000
+            data["status_code"] = resp.status
+            if resp.history:
+                data["final_url"] = str(resp.url)[:1000]
+    except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
+        return CheckResult("down", round((time.perf_counter() - started) * 1000, 1), _describe(error, cfg), data)
+    if expiry is not None:
+        data["cert_expires_at"] = expiry
+        data["cert_days_left"] = int((expiry - datetime.now(timezone.utc)).total_seconds() // 86400)
+    latency = round(latency, 1)
+    if not _status_matcher(tuple(cfg.expected_status))(resp.status):
+        return CheckResult("down", latency, f"HTTP {resp.status} (expected {', '.join(cfg.expected_status)})", data)
+    if cfg.keyword is not None or cfg.body_regex is not None:
+        text = body.decode(resp.get_encoding() if resp.charset else "utf-8", errors="replace")
+        if cfg.keyword is not None and (cfg.keyword in text) == cfg.keyword_absent:
+            where = "found" if cfg.keyword_absent else "not found"
+            return CheckResult("down", latency, f"keyword {cfg.keyword!r} {where} in the response", data)
+        if cfg.body_regex is not None and not re.search(cfg.body_regex, text):
+            return CheckResult("down", latency, f"response does not match /{cfg.body_regex}/", data)
+    if cfg.max_response_ms is not None and latency > cfg.max_response_ms:
+        return CheckResult("degraded", latency, f"responded in {latency:.0f} ms (limit {cfg.max_response_ms} ms)",
+                           data)
+    return CheckResult("up", latency, None, data)
+
+
+async def check(cfg: Config, ctx: Any) -> CheckResult:
+    """Up to `attempts` tries with a short backoff; the last try's result stands."""
+    result = CheckResult("down")
+    for attempt in range(cfg.attempts):
+        result = await _once(cfg, ctx.http)
+        result.data["attempts"] = attempt + 1
+        if result.outcome != "down":
+            break
+        if attempt + 1 < cfg.attempts:
+            await asyncio.sleep(min(0.25 * 2**attempt, 2.0))
+    return result
+
+
+def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
+    ev = evaluate_updown(cfg, KIND, prev, result, now)
+    days = result.data.get("cert_days_left")
+    expiry = result.data.get("cert_expires_at")
+    if days is not None and expiry is not None and days <= cfg.cert_warning_days:
+        if ev.state.get("cert_warned_for") != expiry.isoformat():
+            ev.state["cert_warned_for"] = expiry.isoformat()
+            ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
+                                   monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
+                                   occurred_at=now, message=f"The TLS certificate of {cfg.url} expires in "
+                                   f"{days} day(s), on {expiry:%Y-%m-%d}.",
+                                   details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
+    return ev

@@ -1,0 +1,60 @@
+"""The one typed event model every check type emits, and who hears about each type."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class EventType(str, Enum):
+    # website / any up-down monitor
+    MONITOR_DOWN = "MONITOR_DOWN"
+    MONITOR_UP = "MONITOR_UP"  # recovered after DOWN
+    MONITOR_DEGRADED = "MONITOR_DEGRADED"
+    MONITOR_RECOVERED_FROM_DEGRADED = "MONITOR_RECOVERED_FROM_DEGRADED"
+    CERTIFICATE_EXPIRING = "CERTIFICATE_EXPIRING"
+    # checker problems: go to the operator, never to a monitor's audience
+    MONITOR_ERROR = "MONITOR_ERROR"
+    MONITOR_ERROR_CLEARED = "MONITOR_ERROR_CLEARED"
+    # stock (seed 000)
+    STOCK_INCREASED = "STOCK_INCREASED"
+    STOCK_DECREASED = "STOCK_DECREASED"
+    THRESHOLD_BREACH_LOW = "THRESHOLD_BREACH_LOW"
+    THRESHOLD_BREACH_HIGH = "THRESHOLD_BREACH_HIGH"
+    THRESHOLD_CLEARED = "THRESHOLD_CLEARED"
+    # cycle lifecycle (seed 000): recorded as tick records for /health, never e-mailed
+    MONITOR_STARTED = "MONITOR_STARTED"
+    MONITOR_COMPLETED = "MONITOR_COMPLETED"
+
+
+Severity = Literal["info", "warning", "critical"]
+
+# Who is told: the monitor's recipients ("audience") or the operator (ADMIN_EMAIL_RECIPIENTS); None = nobody.
+OPERATOR_TYPES = {EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED}
+SILENT_TYPES = {EventType.MONITOR_STARTED, EventType.MONITOR_COMPLETED}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Event(BaseModel):
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    type: EventType
+    kind: str
+    monitor_id: str
+    monitor_name: str
+    severity: Severity = "info"
+    occurred_at: datetime = Field(default_factory=utcnow)
+    message: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def audience(self) -> Literal["monitor", "operator", "none"]:
+        if self.type in SILENT_TYPES:
+            return "none"
+        return "operator" if self.type in OPERATOR_TYPES else "monitor"

@@ -1,0 +1,95 @@
+"""Every setting the app reads, in one pydantic-settings model.
+
+Values come from the process environment (which is where the Functions host puts `local.settings.json`'s
+`Values` and Azure's app settings). A bad or missing value fails at start with a message naming the setting.
+The README's settings table and `local.settings.json.example` list the same names; a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+EmailList = Annotated[list[EmailStr], NoDecode]
+
+
+class SettingsError(RuntimeError):
+    """Raised at start when a setting is missing or invalid; the message names each bad setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=False)
+
+    # --- storage: a connection string locally, identity-based in Azure -------------------------------------
+    storage_connection: SecretStr | None = Field(None, alias="AzureWebJobsStorage")
+    storage_account_name: str | None = Field(None, alias="AzureWebJobsStorage__accountName")
+    storage_table_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
+    storage_queue_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    storage_client_id: str | None = Field(None, alias="AzureWebJobsStorage__clientId")
+
+    # --- engine --------------------------------------------------------------------------------------------
+    check_concurrency: int = Field(100, alias="CHECK_CONCURRENCY", ge=1, le=5000)
+    result_retention_days: int = Field(90, alias="RESULT_RETENTION_DAYS", ge=1, le=3650)
+    rollup_retention_days: int = Field(400, alias="ROLLUP_RETENTION_DAYS", ge=1, le=3650)
+
+    # --- e-mail --------------------------------------------------------------------------------------------
+    email_enabled: bool = Field(True, alias="GLOBAL_EMAIL_NOTIFICATIONS_ENABLED")
+    smtp_host: str | None = Field(None, alias="SMTP_HOST")
+    smtp_port: int = Field(587, alias="SMTP_PORT", ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field("starttls", alias="SMTP_SECURITY")
+    smtp_username: str | None = Field(None, alias="SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, alias="SMTP_PASSWORD")
+    smtp_from: EmailStr = Field("monitor@localhost.localdomain", alias="SMTP_FROM")
+    smtp_timeout_seconds: float = Field(20.0, alias="SMTP_TIMEOUT_SECONDS", gt=0, le=300)
+    smtp_ca_file: str | None = Field(None, alias="SMTP_CA_FILE")
+    admin_recipients: EmailList = Field(default_factory=list, alias="ADMIN_EMAIL_RECIPIENTS")
+    default_recipients: EmailList = Field(default_factory=list, alias="DEFAULT_EMAIL_RECIPIENTS")
+    public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
+
+    @field_validator("admin_recipients", "default_recipients", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _storage_and_smtp(self) -> "Settings":
+        if not (self.storage_connection or self.storage_account_name or self.storage_table_uri):
+            raise ValueError(
+                "AzureWebJobsStorage: set a connection string (UseDevelopmentStorage=true locally) "
+                "or AzureWebJobsStorage__accountName for identity-based access"
+            )
+        if self.storage_table_uri and not self.storage_queue_uri and not self.storage_account_name:
+            raise ValueError("AzureWebJobsStorage__queueServiceUri: required with AzureWebJobsStorage__tableServiceUri")
+        if self.email_enabled and not self.smtp_host:
+            raise ValueError("SMTP_HOST: required while GLOBAL_EMAIL_NOTIFICATIONS_ENABLED is true")
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD: set both or neither")
+        return self
+
+
+# The names a deployment must define (or may), for docs and the settings cross-checks in tests.
+SETTING_NAMES: tuple[str, ...] = tuple(f.alias for f in Settings.model_fields.values() if f.alias)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "__root__")
+        msg = item.get("msg", "invalid").removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, validated once. Raises SettingsError naming each bad setting."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None

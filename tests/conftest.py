@@ -1,0 +1,133 @@
+"""Shared fixtures: a real Azurite per test session, clean tables per test, settings from the environment.
+
+Azurite is taken from node_modules/.bin (installed by `scripts/setup`), or from AZURITE_BIN, or PATH.
+Set AZURITE_CONNECTION_STRING to use an Azurite you already run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _azurite_bin() -> str:
+    for cand in (os.environ.get("AZURITE_BIN"), str(ROOT / "node_modules/.bin/azurite"), shutil.which("azurite")):
+        if cand and Path(cand).exists():
+            return cand
+    raise RuntimeError("Azurite not found: run `bash scripts/setup` (npm install) or set AZURITE_BIN")
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"Azurite did not open port {port}")
+
+
+@pytest.fixture(scope="session")
+def azurite() -> str:
+    """A connection string for a running Azurite (started for the session unless one is given)."""
+    given = os.environ.get("AZURITE_CONNECTION_STRING")
+    if given:
+        yield given
+        return
+    data = tempfile.mkdtemp(prefix="azurite-")
+    blob, queue, table = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose",
+         "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for port in (blob, queue, table):
+            _wait_port(port)
+        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
+               f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
+               f"QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;"
+               f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+BASE_ENV = {
+    "GLOBAL_EMAIL_NOTIFICATIONS_ENABLED": "false",
+    "CHECK_CONCURRENCY": "50",
+}
+
+
+@pytest.fixture
+def env(azurite, monkeypatch):
+    """Settings for one test: Azurite storage, e-mail off unless a test turns it on. Returns a setter."""
+    from shared.settings import get_settings
+
+    for name in list(os.environ):
+        if name.startswith(("SMTP_", "ADMIN_EMAIL", "DEFAULT_EMAIL", "AzureWebJobsStorage")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    for key, value in BASE_ENV.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+
+    def set_env(**values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, str(value))
+        get_settings.cache_clear()
+
+    yield set_env
+    get_settings.cache_clear()
+
+
+async def _wipe(conn: str) -> None:
+    from azure.data.tables.aio import TableServiceClient
+    from azure.storage.queue.aio import QueueServiceClient
+
+    from shared.storage import Store
+
+    async with TableServiceClient.from_connection_string(conn) as tables:
+        async for table in tables.list_tables():
+            await tables.delete_table(table.name)
+    async with QueueServiceClient.from_connection_string(conn) as queues:
+        async for queue in queues.list_queues():
+            await queues.delete_queue(queue.name)
+    Store.forget_created_tables()
+
+
+@pytest.fixture
+def storage(env, azurite):
+    """Empty tables and queues for this test; yields the connection string."""
+    asyncio.run(_wipe(azurite))
+    yield azurite
+
+
+@pytest.fixture
+def settings(storage):
+    from shared.settings import get_settings
+
+    return get_settings()
