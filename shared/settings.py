@@ -22,7 +22,7 @@ class SettingsError(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=False)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, env_ignore_empty=True)
 
     # --- storage: a connection string locally, identity-based in Azure -------------------------------------
     storage_connection: SecretStr | None = Field(None, alias="AzureWebJobsStorage")

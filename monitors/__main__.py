@@ -1,0 +1,7 @@
+"""`python -m monitors …` — the command-line interface (see shared/cli.py)."""
+
+import sys
+
+from shared.cli import main
+
+sys.exit(main())

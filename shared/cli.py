@@ -1,0 +1,172 @@
+"""Command-line management: the same services as the HTTP API, readable tables by default, --json for scripts.
+
+    python -m monitors add website name="Shop" url=https://shop.example interval_seconds=60
+    python -m monitors list [--kind website]
+    python -m monitors show ID | update ID field=value… | enable ID | disable ID | delete ID
+    python -m monitors run ID | run --kind website
+    python -m monitors results ID [--limit 20] [--before ISO]
+    python -m monitors downtimes ID | uptime ID [--window 7d] | events [--limit 20]
+    python -m monitors pause website | resume website | health
+
+field=value: the value is read as JSON when it parses (numbers, true/false, lists), else as text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from tabulate import tabulate
+
+from shared import service
+from shared.settings import SettingsError, get_settings
+from shared.storage import Store
+
+
+def _fields(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise service.Invalid(f"expected field=value, got {pair!r}", [{"field": pair, "message": "no '='"}])
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    return tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=columns)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 60:
+        return value[:57] + "…"
+    return "" if value is None else value
+
+
+def _monitor_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": m["id"], "kind": m["kind"], "name": m["name"], "enabled": m["enabled"],
+             "status": m["state"]["status"], "schedule": m.get("cron") or f"{m.get('interval_seconds')} s",
+             "target": m.get("url", "")} for m in items]
+
+
+def _render(command: str, data: Any) -> str:
+    if command in ("list",):
+        return _table(_monitor_rows(data["items"]), ["id", "kind", "name", "enabled", "status", "schedule",
+                                                     "target"])
+    if command in ("add", "show", "update", "enable", "disable"):
+        state = data.pop("state", {})
+        lines = [f"{k:>26}: {json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in data.items()]
+        lines += [f"{'state.' + k:>26}: {v}" for k, v in state.items()]
+        return "\n".join(lines)
+    if command == "results":
+        return _table(data["items"], ["ts", "outcome", "status", "latency_ms", "status_code", "error"]) + (
+            f"\n(more: --before {data['next_before']})" if data.get("next_before") else "")
+    if command == "downtimes":
+        return _table(data["items"], ["started_at", "ended_at", "duration_seconds", "reason"])
+    if command == "events":
+        return _table(data["items"], ["occurred_at", "type", "monitor_name", "severity", "delivery", "message"])
+    if command == "run":
+        rows = data.get("results", [data])
+        return _table(rows, ["name", "outcome", "status", "latency_ms", "error", "events"])
+    if command == "delete":
+        return f"deleted {data['id']}"
+    return json.dumps(data, indent=2, default=str)
+
+
+async def _dispatch(args: argparse.Namespace) -> Any:
+    settings = get_settings()
+    async with Store.open(settings) as store:
+        c = args.command
+        if c == "add":
+            return await service.create_monitor(store, {"kind": args.kind, **_fields(args.fields)})
+        if c == "list":
+            return {"items": await service.list_monitors(store, args.kind)}
+        if c == "show":
+            return await service.get_monitor(store, args.id)
+        if c == "update":
+            return await service.update_monitor(store, args.id, _fields(args.fields))
+        if c in ("enable", "disable"):
+            return await service.set_enabled(store, args.id, c == "enable")
+        if c == "delete":
+            await service.delete_monitor(store, args.id)
+            return {"id": args.id, "deleted": True}
+        if c == "run":
+            if bool(args.id) == bool(args.kind):
+                raise service.Invalid("give a monitor id or --kind, not both",
+                                      [{"field": "id/--kind", "message": "exactly one"}])
+            if args.kind:
+                return await service.run_kind(store, settings, args.kind)
+            return await service.run_monitor(store, settings, args.id)
+        if c == "results":
+            return await service.results(store, args.id, service.parse_limit(args.limit),
+                                         service.parse_time(args.before, "before"))
+        if c == "downtimes":
+            return await service.downtimes(store, args.id)
+        if c == "uptime":
+            return await service.uptime(store, args.id, args.window)
+        if c == "events":
+            return await service.events(store, service.parse_limit(args.limit), monitor_id=args.monitor)
+        if c in ("pause", "resume"):
+            return await service.set_paused(store, args.kind, c == "pause")
+        if c == "health":
+            return (await service.health(store, settings))[1]
+        raise AssertionError(c)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m monitors", description="Manage and run monitors.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("add", help="create a monitor: add KIND field=value …")
+    a.add_argument("kind")
+    a.add_argument("fields", nargs="*")
+    sub.add_parser("list", help="list monitors").add_argument("--kind")
+    for name in ("show", "enable", "disable", "delete", "downtimes"):
+        sub.add_parser(name).add_argument("id")
+    u = sub.add_parser("update", help="change fields: update ID field=value …")
+    u.add_argument("id")
+    u.add_argument("fields", nargs="+")
+    r = sub.add_parser("run", help="check one monitor (ID) or every monitor of --kind now")
+    r.add_argument("id", nargs="?")
+    r.add_argument("--kind")
+    res = sub.add_parser("results", help="latest results, newest first")
+    res.add_argument("id")
+    res.add_argument("--limit", default="20")
+    res.add_argument("--before")
+    up = sub.add_parser("uptime")
+    up.add_argument("id")
+    up.add_argument("--window", default="24h", choices=list(service.WINDOWS))
+    ev = sub.add_parser("events")
+    ev.add_argument("--limit", default="20")
+    ev.add_argument("--monitor")
+    for name in ("pause", "resume"):
+        sub.add_parser(name, help=f"{name} a kind's timer").add_argument("kind")
+    sub.add_parser("health")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        data = asyncio.run(_dispatch(args))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except service.ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for d in exc.details:
+            print(f"  {d['field']}: {d['message']}", file=sys.stderr)
+        return 1 if isinstance(exc, service.NotFound) else 2
+    print(json.dumps(data, indent=2, default=str) if args.json else _render(args.command, data))
+    if args.command == "run":
+        rows = data.get("results", [data])
+        return 0 if all(r.get("outcome") != "error" for r in rows) else 3
+    return 0
