@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from cryptography import x509
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from monitors.base import CheckResult, Evaluation, MonitorBase
 from monitors.policy import evaluate_updown
@@ -26,6 +26,7 @@ KIND = "website"
 MAX_BODY_BYTES = 1024 * 1024
 SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|cookie|password|session", re.I)
 _STATUS_ITEM = re.compile(r"^(?:([1-5])xx|(\d{3})(?:-(\d{3}))?)$")
+_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # aiohttp refuses to send these
 
 
 class Config(MonitorBase):
@@ -55,6 +56,10 @@ class Config(MonitorBase):
             raise ValueError("must start with http:// or https://")
         if not parts.hostname:
             raise ValueError("must name a host")
+        try:
+            parts.hostname.encode("idna")  # what getaddrinfo does; "a..b" would make every check crash
+        except UnicodeError:
+            raise ValueError("has an invalid host name") from None
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
@@ -90,9 +95,15 @@ class Config(MonitorBase):
         for name, val in value.items():
             if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}", name):
                 raise ValueError(f"invalid header name {name!r}")
-            if "\n" in val or "\r" in val or len(val) > 4096:
+            if _FORBIDDEN_HEADER_CHARS.search(val) or len(val) > 4096:
                 raise ValueError(f"invalid value for header {name!r}")
         return value
+
+    @model_validator(mode="after")
+    def _head_has_no_body(self) -> "Config":
+        if self.method == "HEAD" and (self.keyword is not None or self.body_regex is not None):
+            raise ValueError("keyword and body_regex need a body: use GET or POST, not HEAD")
+        return self
 
     def unique_keys(self) -> list[str]:
         return [normalize_url(self.url)]
@@ -130,13 +141,17 @@ def _cert_expiry(der: bytes) -> datetime:
 
 
 def _peer_cert_expiry(resp: aiohttp.ClientResponse) -> datetime | None:
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if ssl_object is None:
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
+    # shared.engine.PeerCertResponse keeps the certificate: resp.connection is usually gone by now.
+    der = getattr(resp, "peer_cert", None)
     return _cert_expiry(der) if der else None
+
+
+def _text(body: bytes, resp: aiohttp.ClientResponse) -> str:
+    """The body in its declared charset, or UTF-8 when none or a bogus one is declared (never raises)."""
+    try:
+        return body.decode(resp.charset or "utf-8", errors="replace")
+    except (LookupError, ValueError):  # unknown ("utf8mb4"), or not a text codec ("base64")
+        return body.decode("utf-8", errors="replace")
 
 
 def _describe(error: BaseException, cfg: Config) -> str:
@@ -181,7 +196,7 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
     if not _status_matcher(tuple(cfg.expected_status))(resp.status):
         return CheckResult("down", latency, f"HTTP {resp.status} (expected {', '.join(cfg.expected_status)})", data)
     if cfg.keyword is not None or cfg.body_regex is not None:
-        text = body.decode(resp.get_encoding() if resp.charset else "utf-8", errors="replace")
+        text = _text(body, resp)
         if cfg.keyword is not None and (cfg.keyword in text) == cfg.keyword_absent:
             where = "found" if cfg.keyword_absent else "not found"
             return CheckResult("down", latency, f"keyword {cfg.keyword!r} {where} in the response", data)

@@ -11,7 +11,8 @@ Exactly-once where it matters:
   applied the same slot it drops its result, otherwise it re-evaluates on top of the winner's state. So a
   timer run and a "run now" at the same moment can never open two downtime windows.
 - Outbox rows are published after the commit (downtime window written, event stored, queue message sent)
-  and deleted last; rows left behind by a crash are published by the next cycle of that kind.
+  and deleted last; rows left behind by a crash are published by the first cycle of that kind that starts
+  OUTBOX_GRACE after they were written (sooner, a concurrent run could still be publishing them).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ log = logging.getLogger("monitor.engine")
 USER_AGENT = "azure-monitor-functions/0.1 (+https://github.com/)"
 MAX_CATCH_UP = timedelta(hours=1)
 FIRST_WINDOW = timedelta(seconds=60)
+# A live run publishes its outbox rows seconds after writing them; only rows older than this are orphans of a
+# crashed run. Without the wait, a run starting while another is publishing would send its events again.
+# Shorter than the timer period, so the next tick still publishes a crashed tick's events before its own.
+OUTBOX_GRACE = timedelta(seconds=30)
 
 
 @dataclass
@@ -84,12 +89,31 @@ class TickSummary:
                 "paused": self.paused, "storage_requests": self.storage_requests}
 
 
+class PeerCertResponse(aiohttp.ClientResponse):
+    """A response that remembers the server's TLS certificate (DER) in `peer_cert`.
+
+    aiohttp releases `response.connection` as soon as the whole body has arrived, which for small bodies
+    and HEAD requests happens before the caller gets the response (aio-libs/aiohttp#2205), so the
+    certificate must be taken when the response starts.
+    """
+
+    peer_cert: bytes | None = None
+
+    async def start(self, connection: Any) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            self.peer_cert = ssl_object.getpeercert(binary_form=True)
+        return await super().start(connection)
+
+
 @asynccontextmanager
 async def http_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=settings.check_concurrency, limit_per_host=0, ttl_dns_cache=300,
                                      enable_cleanup_closed=True)
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                     headers={"User-Agent": USER_AGENT}, trust_env=False) as session:
+                                     headers={"User-Agent": USER_AGENT}, trust_env=False,
+                                     response_class=PeerCertResponse) as session:
         yield session
 
 
@@ -289,8 +313,9 @@ async def run_kind(store: Store, settings: Settings, kind: str, *, trigger: str 
     else:
         entities = [e for e in await store.list_monitors(kind) if e.get("enabled", True)]
         states, outbox = await store.load_states(kind)
-        if outbox:
-            summary.events += await publish(store, outbox)  # left over from a crashed cycle
+        orphans = [row for row in outbox if row.written_at is None or row.written_at <= now - OUTBOX_GRACE]
+        if orphans:
+            summary.events += await publish(store, orphans)  # left over from a crashed cycle
         configs, broken = load_configs(entities)
         summary.monitors = len(entities)
         summary.errors += len(broken)

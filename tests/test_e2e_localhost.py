@@ -1,0 +1,112 @@
+"""End to end through the local host: HTTP API → engine → Azurite → queue → e-mail function → real SMTP.
+
+Everything is observed through public interfaces: the HTTP API, the SMTP server's mailbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conftest import free_port
+from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
+
+KEY = "local-test-key"
+
+
+@pytest.fixture
+async def website():
+    state = {"status": 200}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=state["status"], text="shop is open")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/", state
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def host(storage, env, smtp):  # noqa: F811
+    from devhost import LocalHost, read_host_json
+
+    env(**{**smtp.settings(), "GLOBAL_EMAIL_NOTIFICATIONS_ENABLED": "true", "ADMIN_EMAIL_RECIPIENTS": "ops@example.com"})
+    import function_app
+
+    port = free_port()
+    local = LocalHost(function_app.app, read_host_json(), port, function_key=KEY)
+    await local.start()
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers={"x-functions-key": KEY}) as http:
+        yield http
+    await local.stop()
+
+
+async def wait_for(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+async def test_down_and_recovery_through_the_local_host(host, website, smtp):  # noqa: F811
+    url, site = website
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{host._base_url}/api/v1/monitors") as resp:
+            assert resp.status == 401  # the function key is required…
+        async with anonymous.get(f"{host._base_url}/api/v1/health") as resp:
+            assert resp.status == 200  # …except for /health
+
+    async with host.post("/api/v1/monitors", json={
+            "kind": "website", "name": "Shop", "url": url, "attempts": 1, "failure_threshold": 2,
+            "interval_seconds": 60, "recipients": ["team@example.com"]}) as resp:
+        assert resp.status == 201
+        mid = (await resp.json())["id"]
+
+    async with host.post("/admin/functions/website_timer") as resp:  # the timer, fired by hand
+        assert resp.status == 202
+    async with host.get(f"/api/v1/monitors/{mid}") as resp:
+        assert (await resp.json())["state"]["status"] == "UP"
+
+    site["status"] = 500
+    for _ in range(2):
+        async with host.post(f"/api/v1/monitors/{mid}/run") as resp:
+            last = await resp.json()
+    assert last["status"] == "DOWN" and last["events"] == ["MONITOR_DOWN"]
+
+    down_mail = await wait_for(lambda: smtp.to("team@example.com"))
+    assert "Shop" in down_mail[0].subject and "HTTP 500" in down_mail[0].part("plain")
+    async with host.get(f"/api/v1/monitors/{mid}/downtimes") as resp:
+        windows = (await resp.json())["items"]
+    assert len(windows) == 1 and windows[0]["open"] is True
+
+    site["status"] = 200
+    async with host.post(f"/api/v1/monitors/{mid}/run") as resp:
+        assert (await resp.json())["events"] == ["MONITOR_UP"]
+    mails = await wait_for(lambda: len(smtp.to("team@example.com")) >= 2 and smtp.to("team@example.com"))
+    assert "up" in mails[1].subject.lower()
+
+    async with host.get(f"/api/v1/monitors/{mid}/downtimes") as resp:
+        windows = (await resp.json())["items"]
+    assert len(windows) == 1 and windows[0]["open"] is False and windows[0]["ended_at"]
+    async with host.get(f"/api/v1/monitors/{mid}/results") as resp:
+        outcomes = [r["outcome"] for r in (await resp.json())["items"]]
+    assert outcomes == ["up", "down", "down", "up"]
+    async with host.get("/api/v1/events", params={"monitor_id": mid}) as resp:
+        events = (await resp.json())["items"]
+    assert [e["type"] for e in events] == ["MONITOR_UP", "MONITOR_DOWN"]
+
+    await asyncio.sleep(1.0)  # nothing else arrives: one DOWN mail, one recovery mail
+    assert len(smtp.to("team@example.com")) == 2
+    assert not smtp.to("ops@example.com")
