@@ -192,6 +192,7 @@ class OutboxRow:
     kind: str
     row_key: str
     payload: dict[str, Any]
+    written_at: datetime | None = None  # the table's Timestamp (set by load_states)
 
 
 class Store:
@@ -386,7 +387,8 @@ class Store:
         for entity in await self._query("state", "PartitionKey eq @k", {"k": kind}):
             rk = entity["RowKey"]
             if "|ob|" in rk:
-                outbox.append(OutboxRow(kind, rk, json.loads(entity["payload"])))
+                outbox.append(OutboxRow(kind, rk, json.loads(entity["payload"]),
+                                        entity.metadata.get("timestamp")))
             else:
                 states[rk] = StateRow(rk, json.loads(entity.get("data") or "{}"), entity.get("status", ""),
                                       entity.metadata["etag"])
@@ -544,7 +546,7 @@ class Store:
         return out
 
     async def send_event_message(self, message: dict[str, Any]) -> None:
-        queue = self._queues.get_queue_client(EVENTS_QUEUE)
+        queue = self.queue(EVENTS_QUEUE)
         try:
             await queue.send_message(_json(message))
         except ResourceNotFoundError:
@@ -559,7 +561,9 @@ class Store:
                 pass
 
     def queue(self, name: str):  # noqa: ANN201 - the SDK's aio QueueClient, for tests and the local host
-        return self._queues.get_queue_client(name)
+        # get_queue_client does not inherit the service client's encode policy: without this the messages go out
+        # as plain text, which the host (host.json messageEncoding "base64") cannot decode.
+        return self._queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
 
     # -- deliveries (idempotency records) ---------------------------------------------------------------
 
