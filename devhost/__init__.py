@@ -66,12 +66,20 @@ class Function:
     arg: str
 
 
+_discovered: dict[int, list[Function]] = {}
+
+
 def discover(app: func.FunctionApp) -> list[Function]:
+    """Every function of the app with its trigger binding. azure-functions lets get_functions() run once per
+    app (it validates names against what it saw before), so the answer is kept."""
+    if id(app) in _discovered:
+        return _discovered[id(app)]
     out = []
     for fn in app.get_functions():
         bindings = [json.loads(raw) for raw in fn.get_raw_bindings()]  # exactly what the host is given
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         out.append(Function(fn.get_function_name(), fn.get_user_function(), trigger, trigger["name"]))
+    _discovered[id(app)] = out
     return out
 
 

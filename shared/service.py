@@ -402,13 +402,15 @@ async def health(store: Store, settings: Settings) -> tuple[bool, dict[str, Any]
 # ------------------------------------------------------------------------------------ maintenance
 
 
-async def rollup(store: Store, now: datetime | None = None, max_hours: int = 72) -> dict[str, Any]:
-    """Fold completed hours of raw results into hourly rollups (idempotent: an hour is recomputed whole)."""
+async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 90) -> dict[str, Any]:
+    """Fold completed hours of raw results into hourly rollups (idempotent: an hour is recomputed whole).
+
+    Starts where the last run stopped (the `_rollup` watermark); the first run reaches back to the raw-result
+    retention horizon, so uptime never misses hours that exist only as raw rows."""
     now = now or datetime.now(timezone.utc)
     meta = await store.get_kind_meta("_rollup")
     end = hour_floor(now)
-    start = meta.get("rolled_until") or end - timedelta(hours=max_hours)
-    start = hour_floor(max(start, end - timedelta(hours=max_hours)))  # an hour is always recomputed whole
+    start = hour_floor(meta.get("rolled_until") or end - timedelta(days=horizon_days))
     if start >= end:
         return {"hours": 0, "monitors": 0}
     entities = await store.list_monitors()

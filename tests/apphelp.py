@@ -9,17 +9,12 @@ from urllib.parse import urlencode
 import azure.functions as func
 
 
-_FUNCTIONS: dict[str, Any] = {}
-
-
 def functions() -> dict[str, Any]:
-    """name → user function, discovered from function_app.app (import after settings are in place).
-    app.get_functions() may be called once per app (it validates names), so the answer is kept."""
-    if not _FUNCTIONS:
-        import function_app
+    """name → user function, discovered from function_app.app (import after settings are in place)."""
+    import function_app
+    from devhost import discover
 
-        _FUNCTIONS.update({f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()})
-    return _FUNCTIONS
+    return {fn.name: fn.handler for fn in discover(function_app.app)}
 
 
 def request(method: str, path: str, body: Any = None, params: dict[str, str] | None = None,

@@ -74,8 +74,8 @@ async def test_rollups_feed_uptime_and_retention_purges_old_rows(settings):
     async with Store.open(settings) as store:
         mid = await _monitor(store, "https://rollup.example.com/")
         rows = []
-        # 3 days of one check every 10 minutes; every 6th check down → uptime 83.3 %
-        for i in range(3 * 24 * 6):
+        # 4 days of one check every 10 minutes; every 6th check down → uptime 83.3 %
+        for i in range(4 * 24 * 6):
             at = now - timedelta(minutes=10 * i + 1)
             outcome = "down" if i % 6 == 0 else "up"
             rows.append(Store.result_entity(mid, at, {"outcome": outcome, "latency_ms": 100.0 + (i % 3)}))
@@ -85,10 +85,10 @@ async def test_rollups_feed_uptime_and_retention_purges_old_rows(settings):
 
         before = await service.uptime(store, mid, "7d")  # nothing rolled up yet: all from raw rows
         done = await service.rollup(store, now=now)
-        assert done["rollups"] >= 72
+        assert done["rollups"] >= 95  # 4 days of hours: the first run reaches back to the retention horizon
         after = await service.uptime(store, mid, "7d")
         assert after["rolled_up_until"] == hour_floor(now).isoformat()
-        assert after["checks"] == before["checks"] == 432
+        assert after["checks"] == before["checks"] == 576
         assert after["uptime_percent"] == before["uptime_percent"] == pytest.approx(83.333, abs=0.01)
         assert after["min_latency_ms"] == 100.0 and after["max_latency_ms"] == 102.0
         day = await service.uptime(store, mid, "24h")
@@ -97,9 +97,9 @@ async def test_rollups_feed_uptime_and_retention_purges_old_rows(settings):
         # running the rollup again changes nothing (an hour is recomputed whole)
         await store.set_kind_meta("_rollup", rolled_until=now - timedelta(days=2))
         await service.rollup(store, now=now)
-        assert (await service.uptime(store, mid, "7d"))["checks"] == 432
+        assert (await service.uptime(store, mid, "7d"))["checks"] == 576
 
         purged = await service.purge(store, settings, now=now)
         assert purged["results"] == 1
         left = await store.query_results(mid, limit=10000)
-        assert len(left) == 432  # recent results untouched
+        assert len(left) == 576  # recent results untouched

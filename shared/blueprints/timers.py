@@ -44,7 +44,7 @@ for _kind in KINDS:
 async def rollup_timer(timer: func.TimerRequest) -> None:
     settings = get_settings()
     async with Store.open(settings) as store:
-        log.info("rollup: %s", await service.rollup(store))
+        log.info("rollup: %s", await service.rollup(store, horizon_days=settings.result_retention_days))
 
 
 @bp.function_name("retention_timer")
