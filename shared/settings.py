@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     default_recipients: EmailList = Field(default_factory=list, alias="DEFAULT_EMAIL_RECIPIENTS")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
 
+    # --- stock (WHMCS) -------------------------------------------------------------------------------------
+
+    # --- parts lists (InvenTree) ---------------------------------------------------------------------------
+
     @field_validator("admin_recipients", "default_recipients", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
