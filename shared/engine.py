@@ -169,19 +169,30 @@ def _payloads(events: list[Event], ops: list[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
+def _evaluate(module: Any, cfg: MonitorBase, row: StateRow | None, result: CheckResult,
+              now: datetime) -> tuple[Any, dict[str, Any]]:
+    """Run the kind's pure evaluate on the stored state (without the engine's own `last_slot` bookkeeping)."""
+    prev = {k: v for k, v in row.data.items() if k != "last_slot"} if row else {}
+    return module.evaluate(cfg, prev, result, now), prev
+
+
+def _unchanged(evaluation: Any, prev: dict[str, Any]) -> bool:
+    return evaluation.state == prev and not evaluation.events and not evaluation.ops
+
+
 async def _settle(store: Store, module: Any, cfg: MonitorBase, row: StateRow | None, result: CheckResult,
-                  slot: datetime, now: datetime) -> tuple[Outcome, list[OutboxRow]]:
+                  slot: datetime, now: datetime, evaluation: Any = None) -> tuple[Outcome, list[OutboxRow]]:
     """Evaluate and commit one monitor's result, retrying on ETag conflicts. Pure evaluate, ETag-guarded write."""
     kind = module.KIND
     slot_key = slot.isoformat()
     outcome = Outcome(cfg.id or "", cfg.name, slot, result)
     for _ in range(6):
-        prev = row.data if row else {}
-        evaluation = module.evaluate(cfg, prev, result, now)
-        comparable = {k: v for k, v in prev.items() if k != "last_slot"}
+        if evaluation is None:
+            evaluation, prev = _evaluate(module, cfg, row, result, now)
+            if _unchanged(evaluation, prev):
+                outcome.status = evaluation.status
+                return outcome, []  # the steady path: nothing to write
         outcome.status = evaluation.status
-        if evaluation.state == comparable and not evaluation.events and not evaluation.ops:
-            return outcome, []  # the steady path: nothing to write
         try:
             rows = await store.commit_state(kind, cfg.id or "", {**evaluation.state, "last_slot": slot_key},
                                             evaluation.status, row.etag if row else None,
@@ -190,6 +201,7 @@ async def _settle(store: Store, module: Any, cfg: MonitorBase, row: StateRow | N
             return outcome, rows
         except Conflict:
             row = await store.get_state(kind, cfg.id or "")
+            evaluation = None
             if row is not None and row.data.get("last_slot") == slot_key:
                 outcome.duplicate = True  # another run already applied this very slot
                 outcome.status = row.status
@@ -235,14 +247,14 @@ async def _process(store: Store, settings: Settings, module: Any, due: list[tupl
     async with http_session(settings) as http:
         checked = await _check_all(module, due, CheckContext(http, settings), settings.check_concurrency)
     summary.checked = len(checked)
-    now = _utcnow()
     semaphore = asyncio.Semaphore(16)
 
-    async def settle(cfg: MonitorBase, slot: datetime, result: CheckResult, checked_at: datetime):  # noqa: ANN202
+    async def settle(cfg: MonitorBase, slot: datetime, result: CheckResult, checked_at: datetime,
+                     evaluation: Any):  # noqa: ANN202
         async with semaphore:
             try:
-                return await _settle(store, module, cfg, states.get(cfg.id or ""), result, slot, checked_at), \
-                    checked_at
+                return await _settle(store, module, cfg, states.get(cfg.id or ""), result, slot, checked_at,
+                                     evaluation), checked_at
             except Exception as error:  # noqa: BLE001 - our storage failing for one monitor
                 log.exception("could not store the state of monitor %s", cfg.id)
                 summary.errors += 1
@@ -250,8 +262,23 @@ async def _process(store: Store, settings: Settings, module: Any, due: list[tupl
                 failed.result.error = failed.result.error or clip(f"state not stored: {error}", 1000)
                 return (failed, []), checked_at
 
-    settled = await asyncio.gather(*(settle(cfg, slot, result, at)
-                                     for (cfg, slot), (result, at) in zip(due, checked)))
+    # Evaluate everything in this task (pure and cheap); only monitors whose state changed get a write task.
+    settled: list[tuple[tuple[Outcome, list[OutboxRow]], datetime]] = []
+    pending = []
+    for (cfg, slot), (result, checked_at) in zip(due, checked):
+        try:
+            evaluation, prev = _evaluate(module, cfg, states.get(cfg.id or ""), result, checked_at)
+        except Exception:  # noqa: BLE001 - a bug in one kind's evaluate must not stop the cycle
+            log.exception("evaluate failed for monitor %s", cfg.id)
+            summary.errors += 1
+            settled.append(((Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR"), []), checked_at))
+            continue
+        if _unchanged(evaluation, prev):
+            settled.append(((Outcome(cfg.id or "", cfg.name, slot, result, status=evaluation.status), []),
+                            checked_at))
+        else:
+            pending.append(settle(cfg, slot, result, checked_at, evaluation))
+    settled += await asyncio.gather(*pending)
     rows: list[OutboxRow] = []
     results = []
     for (outcome, outbox), checked_at in settled:

@@ -20,6 +20,7 @@ in 100-entity transactions while "latest results of monitor X" stays one RowKey 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -30,7 +31,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError, ServiceRequestError)
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue import TextBase64EncodePolicy
@@ -294,18 +296,21 @@ class Store:
         for op in ops:
             check_entity(op[1])
             by_pk[op[1]["PartitionKey"]].append(op)
-        for group in by_pk.values():
+        async def submit_group(group: list[tuple]) -> None:
             chunk: list[tuple] = []
             size = 0
             for op in group:
                 esize = _approx_size(op[1])
                 if chunk and (len(chunk) >= MAX_BATCH_ENTITIES or size + esize > MAX_BATCH_BYTES):
-                    await client.submit_transaction(chunk)
+                    await _submit(client, chunk)
                     chunk, size = [], 0
                 chunk.append(op)
                 size += esize
             if chunk:
-                await client.submit_transaction(chunk)
+                await _submit(client, chunk)
+
+        # partitions in parallel (a tick's results span SHARDS partitions), each partition's chunks in order
+        await asyncio.gather(*(submit_group(group) for group in by_pk.values()))
 
     # -- monitors ---------------------------------------------------------------------------------------
 
@@ -423,8 +428,15 @@ class Store:
             rows.append(OutboxRow(kind, rk, payload))
         client = await self.table("state")
         try:
-            await client.submit_transaction(ops)
-        except (ResourceModifiedError, HttpResponseError) as error:
+            if len(ops) == 1:  # no outbox rows: a plain ETag-guarded write costs a third of a transaction
+                if etag is None:
+                    await client.create_entity(entity)
+                else:
+                    await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                               match_condition=MatchConditions.IfNotModified)
+            else:
+                await _submit(client, ops)
+        except (ResourceModifiedError, ResourceExistsError, HttpResponseError) as error:
             if _is_conflict(error):
                 raise Conflict(f"state of {monitor_id} changed concurrently") from None
             raise
@@ -656,6 +668,17 @@ class Store:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+
+async def _submit(client: TableClient, ops: list[tuple]) -> None:
+    """submit_transaction, sent once more if the request never reached the server (azure-core does not retry
+    POSTs; a keep-alive connection the server already closed shows up as ServiceRequestError). Safe: an
+    ETag-guarded or create operation that did land the first time fails the second with a conflict, which
+    callers already handle, and upserts can be repeated."""
+    try:
+        await client.submit_transaction(ops)
+    except ServiceRequestError:
+        await client.submit_transaction(ops)
 
 
 def _is_conflict(error: Exception) -> bool:
