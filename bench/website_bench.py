@@ -530,23 +530,6 @@ async def profile_tick(store: Any, settings: Any, meter: Meter, n: int, args: ar
         print(f"\n[top {args.profile_top} by {key}]\n{listing}", flush=True)
 
 
-def simulate_steady_fix() -> None:
-    """Engine as is: `_settle` compares evaluate()'s state with prev minus 'last_slot', but evaluate_updown
-    starts from dict(prev), so its state still holds 'last_slot' and the two never compare equal: every tick
-    rewrites every state row. This wrapper drops the key from the returned state (benchmark-only patch)."""
-    from monitors import website
-
-    original = website.evaluate
-
-    def evaluate(cfg: Any, prev: dict[str, Any], result: Any, now: Any) -> Any:
-        evaluation = original(cfg, prev, result, now)
-        evaluation.state.pop("last_slot", None)
-        return evaluation
-
-    website.evaluate = evaluate
-    print("NOTE: --simulate-steady-fix: website.evaluate wrapped to drop 'last_slot' from its state", flush=True)
-
-
 # ============================================================================================= report
 
 
@@ -617,9 +600,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="profile one extra steady tick per N with cProfile")
     p.add_argument("--profile-dir", default=tempfile.gettempdir(), help="where the .prof files go")
     p.add_argument("--profile-top", type=int, default=30, help="rows of each profile listing")
-    p.add_argument("--simulate-steady-fix", action="store_true",
-                   help="wrap monitors.website.evaluate so its state never carries 'last_slot' (what the engine's "
-                        "steady-path comparison expects); shows the numbers the steady path would reach")
     p.add_argument("--log-level", default="WARNING")
     # internal: run as one farm worker
     p.add_argument("--serve-farm", action="store_true", help=argparse.SUPPRESS)
@@ -639,8 +619,6 @@ def main(argv: list[str] | None = None) -> int:
         os.kill(os.getpid(), signal.SIGINT)
 
     signal.signal(signal.SIGTERM, on_term)
-    if args.simulate_steady_fix:
-        simulate_steady_fix()
     nofile = raise_nofile(max(10_000 + 2 * args.concurrency, 16_384))
     print(f"website bench: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, RLIMIT_NOFILE {nofile}, "
           f"load average {loadavg()}", flush=True)
@@ -656,8 +634,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n## Website checks: engine vs bare aiohttp (concurrency {args.concurrency}, "
           f"farm delay {args.delay_ms:g} ms, {os.cpu_count()} CPUs, load average at end {loadavg()})"
-          + (" - WITH --simulate-steady-fix (benchmark-side patch of website.evaluate)" if args.simulate_steady_fix
-             else "") + "\n")
+          + "\n")
     print(table(samples))
     print("\nSteady rows: all steady ticks together. Bare: all bare runs together (one before each tick, one after "
           "the last); the ratio compares each tick's check phase with the bare runs just before and after it.")
