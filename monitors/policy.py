@@ -28,15 +28,19 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], result: CheckResult,
-                    now: datetime) -> Evaluation:
-    state = dict(prev) if prev else {"status": "PENDING", "fails": 0, "oks": 0}
-    events: list[Event] = []
-    ops: list[dict[str, Any]] = []
+def error_policy(monitor: MonitorBase, kind: str, state: dict[str, Any], result: CheckResult, now: datetime,
+                 events: list[Event], name: str | None = None) -> bool:
+    """The ERROR part of the policy, shared by every kind; updates `state` and `events` in place.
+
+    An error result enters ERROR (one MONITOR_ERROR to the operator, the previous status kept in
+    `before_error`) and returns True: the caller stops there. Any other result leaves ERROR if the monitor was
+    in it (MONITOR_ERROR_CLEARED, previous status restored) and returns False: the caller evaluates it.
+    `name` is the monitor's display name in the events (default: `monitor.name`).
+    """
     status = state.get("status", "PENDING")
 
     def event(type_: EventType, severity: str, message: str, **details: Any) -> None:
-        events.append(Event(type=type_, kind=kind, monitor_id=monitor.id or "", monitor_name=monitor.name,
+        events.append(Event(type=type_, kind=kind, monitor_id=monitor.id or "", monitor_name=name or monitor.name,
                             severity=severity, occurred_at=now, message=message, details=details))
 
     if result.outcome == "error":
@@ -46,12 +50,28 @@ def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], resul
             state["error"] = result.error
             state["since"] = _iso(now)
             event(EventType.MONITOR_ERROR, "critical", f"Checker error: {result.error}", error=result.error)
-        return Evaluation(state, state["status"], events, ops)
+        return True
 
     if status == "ERROR":
         status = state.pop("before_error", "PENDING")
         event(EventType.MONITOR_ERROR_CLEARED, "info", "The checker works again.", error=state.pop("error", None))
         state["status"] = status
+    return False
+
+
+def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], result: CheckResult,
+                    now: datetime) -> Evaluation:
+    state = dict(prev) if prev else {"status": "PENDING", "fails": 0, "oks": 0}
+    events: list[Event] = []
+    ops: list[dict[str, Any]] = []
+
+    def event(type_: EventType, severity: str, message: str, **details: Any) -> None:
+        events.append(Event(type=type_, kind=kind, monitor_id=monitor.id or "", monitor_name=monitor.name,
+                            severity=severity, occurred_at=now, message=message, details=details))
+
+    if error_policy(monitor, kind, state, result, now, events):
+        return Evaluation(state, state["status"], events, ops)
+    status = state.get("status", "PENDING")
 
     ok = result.outcome in ("up", "degraded")
     cap = max(monitor.failure_threshold, monitor.breaker_failures)
