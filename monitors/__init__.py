@@ -8,11 +8,13 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from monitors import website
+from monitors import parts, stock, website
 from monitors.base import MonitorBase
 
 KINDS: dict[str, ModuleType] = {
     website.KIND: website,
+    stock.KIND: stock,
+    parts.KIND: parts,
 }
 
 

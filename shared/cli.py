@@ -52,9 +52,22 @@ def _cell(value: Any) -> Any:
 
 
 def _monitor_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def parts_list(m: dict[str, Any]) -> str:  # parts: "8 lines ×10" or "BOM of Widget rev 2 ×10"
+        if m.get("kind") != "parts":
+            return ""
+        if m.get("parts"):
+            what = f"{len(m['parts'])} line{'' if len(m['parts']) == 1 else 's'}"
+        else:
+            ref = m.get("assembly") or {}
+            what = "BOM of " + (f"pk {ref['pk']}" if ref.get("pk") else ref.get("name") or f"IPN {ref.get('ipn')}") \
+                + (f" rev {ref['version']}" if ref.get("version") else "")
+        return f"{what} ×{m.get('kits', 1)}"
+
     return [{"id": m["id"], "kind": m["kind"], "name": m["name"], "enabled": m["enabled"],
              "status": m["state"]["status"], "schedule": m.get("cron") or f"{m.get('interval_seconds')} s",
-             "target": m.get("url", "")} for m in items]
+             "target": m.get("url") or (f"pid {m['product_id']}" if m.get("product_id") is not None else "")
+             or parts_list(m)}
+            for m in items]
 
 
 def _render(command: str, data: Any) -> str:

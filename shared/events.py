@@ -26,6 +26,9 @@ class EventType(str, Enum):
     THRESHOLD_BREACH_LOW = "THRESHOLD_BREACH_LOW"
     THRESHOLD_BREACH_HIGH = "THRESHOLD_BREACH_HIGH"
     THRESHOLD_CLEARED = "THRESHOLD_CLEARED"
+    STOCKOUT_FORECAST = "STOCKOUT_FORECAST"  # projected stock-out closer than stockout_alert_days
+    # parts lists (seed 002): the availability report, e-mailed to the monitor's recipients
+    PARTS_REPORT = "PARTS_REPORT"
     # cycle lifecycle (seed 000): recorded as tick records for /health, never e-mailed
     MONITOR_STARTED = "MONITOR_STARTED"
     MONITOR_COMPLETED = "MONITOR_COMPLETED"

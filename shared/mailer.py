@@ -73,6 +73,7 @@ _TAGS: dict[EventType, str] = {
     EventType.THRESHOLD_BREACH_LOW: "LOW",
     EventType.THRESHOLD_BREACH_HIGH: "HIGH",
     EventType.THRESHOLD_CLEARED: "OK",
+    EventType.PARTS_REPORT: "PARTS",
 }
 _COLORS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#1a7f37"}
 
@@ -161,7 +162,51 @@ def _subject(tag: str, name: str, summary: str) -> str:
     return subject if len(subject) <= 200 else subject[:199] + "…"
 
 
+def quantity(value: Any) -> str:
+    """A quantity for people: 4.0 → 4, 0.25 → 0.25, 2/3 → 0.667; None (unknown) → -."""
+    if value is None:
+        return "-"
+    number = float(value)
+    return str(int(number)) if number.is_integer() else f"{number:.3f}".rstrip("0").rstrip(".")
+
+
+def text_table(header: list[str], rows: list[list[Any]], right: Iterable[int] = ()) -> str:
+    """Plain-text columns, two spaces apart, with a rule under the header; `right`: right-aligned columns."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    aligned = set(right)
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in aligned else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = ["-" * w if title else "" for title, w in zip(cells[0], widths)]  # none under an untitled column
+    return "\n".join([line(cells[0]).rstrip(), line(rule).rstrip()]
+                     + [line(row).rstrip() for row in cells[1:]])
+
+
+_env.filters["quantity"] = quantity
+_env.globals["text_table"] = text_table
+
+# Event types with a template of their own (shared/templates/<name>.html / .txt): reports whose details are the
+# template's context, with `title` and `summary` for the subject ("[PARTS] Widget ×10: 2 parts short, …").
+TEMPLATES_BY_TYPE: dict[EventType, str] = {EventType.PARTS_REPORT: "parts_report"}
+
+
+def _render_own(template: str, event: Event, settings: Settings) -> Rendered:
+    d = event.details
+    tag = _TAGS.get(event.type, event.type.value.replace("_", " "))
+    title = str(d.get("title") or event.monitor_name)
+    subject = _subject(tag, title, str(d.get("summary") or event.message))
+    ctx = {**d, "subject": subject, "banner": f"{tag}: {title}", "color": _COLORS.get(event.severity, "#57606a"),
+           "message": event.message, "time": _utc(event.occurred_at), "link": monitor_link(settings, event.monitor_id),
+           "footer": FOOTER}
+    return Rendered(subject, _env.get_template(f"{template}.txt").render(ctx),
+                    _env.get_template(f"{template}.html").render(ctx))
+
+
 def render_event(event: Event, settings: Settings) -> Rendered:
+    if event.type in TEMPLATES_BY_TYPE:
+        return _render_own(TEMPLATES_BY_TYPE[event.type], event, settings)
     tag, summary = _summary(event)
     subject = _subject(tag, event.monitor_name, summary)
     facts = [("Monitor", event.monitor_name), ("Kind", event.kind), ("Event", event.type.value),
@@ -349,6 +394,7 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
             await store.finish_delivery(event.id, key, "sent")
             tally.sent.append(rcpt)
 
+    await _confirm_report(store, event, f"{channel.name}:", tally)
     if tally.retry or isinstance(channel_failure, TransientError):
         pending = len(recipients) - len(tally.sent) - len(tally.failed) - len(tally.done)
         reason = "; ".join(sorted(set(tally.retry.values()))) or str(channel_failure)
@@ -372,6 +418,24 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
     log.info("event %s (%s, monitor %s): %s, %d/%d recipients", event.id, event.type.value, event.monitor_id,
              status, len(sent), len(recipients))
     return f"{status} ({len(sent)}/{len(recipients)} sent)"
+
+
+async def _confirm_report(store: Store, event: Event, prefix: str, tally: _Tally) -> None:
+    """SMTP accepted a report (PARTS_REPORT) for at least one recipient, now or in an earlier invocation: record
+    its hash in the monitor's state (`last_hash`), so `on_change` stays quiet until the report changes. Best
+    effort: when this fails the next run sends the report again, which beats a report never sent."""
+    digest = event.details.get("hash")
+    if event.type != EventType.PARTS_REPORT or not digest or not (tally.sent or tally.done):
+        return
+    try:
+        if not tally.sent:
+            earlier = await _statuses(store, event.id, prefix, tally.done)
+            if not any(row.get("status") == "sent" for row in earlier.values()):
+                return
+        await store.confirm_last_hash(event.kind, event.monitor_id, str(digest))
+    except Exception:  # noqa: BLE001 - the e-mail went out; only the "already told" mark is missing
+        log.exception("event %s: report sent, but its hash could not be recorded; the next run sends it again",
+                      event.id)
 
 
 # ------------------------------------------------------------------------------------------------- poison

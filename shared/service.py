@@ -80,6 +80,8 @@ def _view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None
     data["created_at"] = _to_iso(entity.get("created_at"))
     data["updated_at"] = _to_iso(entity.get("updated_at"))
     state = state or {}
+    if not data.get("name") and state.get("name"):  # a kind may leave `name` empty and show what it found
+        data["name"] = state["name"]  # (stock: the product's name in WHMCS)
     data["state"] = {
         "status": status or "PENDING",
         "since": state.get("since"),
@@ -112,7 +114,8 @@ def _entity(cfg: MonitorBase, created_at: datetime) -> dict[str, Any]:
 
 
 def _duplicate(cfg: MonitorBase, key: str | None) -> Duplicate:
-    field = "url" if cfg.kind == "website" else "(unique key)"  # type: ignore[attr-defined]
+    field = getattr(kind_module(cfg.kind), "UNIQUE_FIELD",  # type: ignore[attr-defined]
+                    "url" if cfg.kind == "website" else "(unique key)")  # type: ignore[attr-defined]
     return Duplicate(f"another {cfg.kind} monitor already uses this {field}",  # type: ignore[attr-defined]
                      [{"field": field, "message": "must be unique"}])
 

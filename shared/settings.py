@@ -51,8 +51,37 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
 
     # --- stock (WHMCS) -------------------------------------------------------------------------------------
+    # All optional: the app starts without them; a stock monitor's check then ends in ERROR naming them.
+    whmcs_api_url: str | None = Field(None, alias="WHMCS_API_URL")
+    whmcs_identifier: str | None = Field(None, alias="WHMCS_IDENTIFIER")
+    whmcs_secret: SecretStr | None = Field(None, alias="WHMCS_SECRET")
+    whmcs_access_key: SecretStr | None = Field(None, alias="WHMCS_ACCESS_KEY")
+    whmcs_timeout_seconds: float = Field(20.0, alias="WHMCS_TIMEOUT_SECONDS", gt=0, le=120)
+
+    @field_validator("whmcs_api_url")
+    @classmethod
+    def _whmcs_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be the http(s) URL of WHMCS's includes/api.php")
+        return value
 
     # --- parts lists (InvenTree) ---------------------------------------------------------------------------
+    # All optional: the app starts without them; a parts monitor's check then ends in ERROR naming them.
+    inventree_url: str | None = Field(None, alias="INVENTREE_URL")
+    inventree_token: SecretStr | None = Field(None, alias="INVENTREE_TOKEN")
+    inventree_timeout_seconds: float = Field(15.0, alias="INVENTREE_TIMEOUT_SECONDS", gt=0, le=300)
+    inventree_available_field: Literal["unallocated_stock", "in_stock", "total_in_stock"] = Field(
+        "unallocated_stock", alias="INVENTREE_AVAILABLE_FIELD")
+
+    @field_validator("inventree_url")
+    @classmethod
+    def _inventree_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be the http(s) base URL of InvenTree, e.g. https://inventree.example.com")
+        value = value.rstrip("/")
+        return value[:-4] if value.lower().endswith("/api") else value  # links and /api/… are built from the base
 
     @field_validator("admin_recipients", "default_recipients", mode="before")
     @classmethod

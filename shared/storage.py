@@ -449,6 +449,28 @@ class Store:
         except ResourceNotFoundError:
             pass
 
+    # -- state: confirmations from the mail path -----------------------------------------------------------
+    # The engine owns the state rows. The one other writer is the mail path: once SMTP accepted a report for at
+    # least one recipient it records the report's hash (parts lists: `last_hash`), so the next evaluate knows
+    # what people were last told. Same ETag discipline: a concurrent engine write makes it re-read and retry,
+    # and the engine, losing to this write, re-evaluates on top of it.
+
+    async def confirm_last_hash(self, kind: str, monitor_id: str, value: str, attempts: int = 8) -> bool:
+        """Set the `last_hash` of a monitor's state to `value`. Returns False when the monitor has no state row
+        (deleted meanwhile); raises Conflict when the row kept changing for `attempts` tries."""
+        for _ in range(attempts):
+            row = await self.get_state(kind, monitor_id)
+            if row is None:
+                return False
+            if row.data.get("last_hash") == value:
+                return True
+            try:
+                await self.commit_state(kind, monitor_id, {**row.data, "last_hash": value}, row.status, row.etag, [])
+                return True
+            except Conflict:
+                continue
+        raise Conflict(f"state of {monitor_id} kept changing; last_hash not confirmed")
+
     # -- results ----------------------------------------------------------------------------------------
 
     async def write_results(self, rows: list[dict[str, Any]]) -> None:
@@ -528,7 +550,7 @@ class Store:
                   "event_id": event["id"], "type": event["type"], "kind": event["kind"],
                   "monitor_id": event["monitor_id"], "monitor_name": event["monitor_name"],
                   "severity": event["severity"], "occurred_at": at, "message": clip(event.get("message"), 4000),
-                  "details": clip(_json(event.get("details", {})), 30000), "delivery": delivery}
+                  "details": _details_json(event.get("details", {})), "delivery": delivery}
         await client.upsert_entity(check_entity(entity), mode=UpdateMode.MERGE)
 
     async def mark_event(self, event: dict[str, Any], delivery: str, error: str | None = None) -> None:
@@ -679,6 +701,14 @@ async def _submit(client: TableClient, ops: list[tuple]) -> None:
         await client.submit_transaction(ops)
     except ServiceRequestError:
         await client.submit_transaction(ops)
+
+
+def _details_json(details: dict[str, Any], limit: int = 30000) -> str:
+    """Event details as JSON that always parses back: oversized details keep a clipped text, marked."""
+    text = _json(details)
+    if len(text) <= limit:
+        return text
+    return _json({"truncated": True, "text": text[: limit - 100]})
 
 
 def _is_conflict(error: Exception) -> bool:
