@@ -1,0 +1,546 @@
+// The monitoring app on Azure: one Flex Consumption function app with everything it needs, identity-based end to
+// end (no storage keys, no App Insights instrumentation keys, secrets in Key Vault).
+//
+//   azd up                                                    (azd fills infra/main.parameters.json from its env)
+//   az deployment group create -g RG -f infra/main.bicep -p environmentName=mon smtpHost=… …   (see docs/DEPLOY.md)
+//
+// Every setting the app reads (shared.settings.SETTING_NAMES) is an app setting below, fed by a parameter named
+// after it in camelCase whose default is the app's default; tests/test_infra.py keeps the three in step with
+// local.settings.json.example. Plain resources only (no registry modules), so CI can parse and check this offline.
+
+targetScope = 'resourceGroup'
+
+// ------------------------------------------------------------------------------------------------- deployment
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd: AZURE_ENV_NAME); part of the hash in every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for all resources; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+param location string = resourceGroup().location
+
+@description('Function app name; empty: func-<hash>.')
+param functionAppName string = ''
+
+@description('Memory of one instance in MB (Flex Consumption: 512, 2048 or 4096). Billing is per GB-s of this size.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Most instances the plan scales out to (40-1000). One instance runs every timer; HTTP and e-mail bursts add more.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Log Analytics retention in days (31 days are included in the ingestion price).')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Where the app identity may read metrics and logs for resource checks (Monitoring Reader and Log Analytics Reader): one resource group (default: this one) or a whole subscription. A scope outside this resource group needs a deployer who may assign roles there.')
+@allowed([
+  'resourceGroup'
+  'subscription'
+])
+param resourceReaderScope string = 'resourceGroup'
+
+@description('Subscription of the resource-reader scope (default: this deployment\'s).')
+param resourceReaderSubscriptionId string = subscription().subscriptionId
+
+@description('Resource group of the resource-reader scope when resourceReaderScope is resourceGroup (default: this one).')
+param resourceReaderResourceGroupName string = resourceGroup().name
+
+// ------------------------------------------------------------------------------- app settings (shared/settings.py)
+// One parameter per setting, named after it in camelCase, default = the app's default ('' where the app has none).
+// Secrets (@secure) go to Key Vault and reach the app as Key Vault references; empty means not set.
+
+@description('CHECK_CONCURRENCY: checks in flight at once per timer run.')
+@minValue(1)
+@maxValue(5000)
+param checkConcurrency int = 100
+
+@description('RESULT_RETENTION_DAYS: raw results, events and timer records are purged after this.')
+@minValue(1)
+@maxValue(3650)
+param resultRetentionDays int = 90
+
+@description('ROLLUP_RETENTION_DAYS: hourly rollups (for uptime) are kept this long.')
+@minValue(1)
+@maxValue(3650)
+param rollupRetentionDays int = 400
+
+@description('GLOBAL_EMAIL_NOTIFICATIONS_ENABLED: the global e-mail switch. While true, smtpHost is required or the app does not start.')
+param globalEmailNotificationsEnabled bool = true
+
+@description('SMTP_HOST: SMTP server (required while e-mail is on).')
+param smtpHost string = ''
+
+@description('SMTP_PORT')
+@minValue(1)
+@maxValue(65535)
+param smtpPort int = 587
+
+@description('SMTP_SECURITY: starttls, tls (implicit TLS, port 465) or none.')
+@allowed([
+  'starttls'
+  'tls'
+  'none'
+])
+param smtpSecurity string = 'starttls'
+
+@description('SMTP_USERNAME: SMTP AUTH user (set both username and password, or neither).')
+param smtpUsername string = ''
+
+@secure()
+@description('SMTP_PASSWORD: stored in Key Vault as smtp-password when given.')
+param smtpPassword string = ''
+
+@description('SMTP_FROM: sender address.')
+param smtpFrom string = 'monitor@localhost.localdomain'
+
+@description('SMTP_TIMEOUT_SECONDS (a number; a string because Bicep has no floats).')
+param smtpTimeoutSeconds string = '20'
+
+@description('SMTP_CA_FILE: path of a CA bundle inside the deployed package, for an SMTP server with a private CA.')
+param smtpCaFile string = ''
+
+@description('ADMIN_EMAIL_RECIPIENTS: the operator (comma-separated): checker errors and undeliverable events.')
+param adminEmailRecipients string = ''
+
+@description('DEFAULT_EMAIL_RECIPIENTS: who hears about a monitor that names no recipients (comma-separated).')
+param defaultEmailRecipients string = ''
+
+@description('PUBLIC_BASE_URL: base URL for links in e-mails; empty: the function app\'s own https://<host>.')
+param publicBaseUrl string = ''
+
+@description('WHMCS_API_URL: the http(s) URL of WHMCS\'s includes/api.php (stock monitors).')
+param whmcsApiUrl string = ''
+
+@description('WHMCS_IDENTIFIER: WHMCS API credential identifier.')
+param whmcsIdentifier string = ''
+
+@secure()
+@description('WHMCS_SECRET: stored in Key Vault as whmcs-secret when given.')
+param whmcsSecret string = ''
+
+@secure()
+@description('WHMCS_ACCESS_KEY: stored in Key Vault as whmcs-access-key when given.')
+param whmcsAccessKey string = ''
+
+@description('WHMCS_TIMEOUT_SECONDS (a number).')
+param whmcsTimeoutSeconds string = '20'
+
+@description('INVENTREE_URL: base URL of InvenTree (parts-list monitors).')
+param inventreeUrl string = ''
+
+@secure()
+@description('INVENTREE_TOKEN: stored in Key Vault as inventree-token when given.')
+param inventreeToken string = ''
+
+@description('INVENTREE_TIMEOUT_SECONDS (a number).')
+param inventreeTimeoutSeconds string = '15'
+
+@description('INVENTREE_AVAILABLE_FIELD: which InvenTree stock figure counts as available.')
+@allowed([
+  'unallocated_stock'
+  'in_stock'
+  'total_in_stock'
+])
+param inventreeAvailableField string = 'unallocated_stock'
+
+// ------------------------------------------------------------------------------------------------------ names
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var appName = !empty(functionAppName) ? functionAppName : 'func-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
+
+// The tables and queues of shared/storage.py (TABLES, EVENTS_QUEUE, POISON_QUEUE); the app also creates them on
+// first use, so these only make a fresh deployment complete from the start.
+var tableNames = [
+  'monitors'
+  'state'
+  'results'
+  'rollups'
+  'downtimes'
+  'events'
+  'deliveries'
+  'meta'
+  'ticks'
+]
+var queueNames = [
+  'monitor-events'
+  'monitor-events-poison'
+]
+
+// ------------------------------------------------------------------------------------------------- identity
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+// -------------------------------------------------------------------------------------------------- storage
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'st${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    supportsHttpsTrafficOnly: true
+    minimumTlsVersion: 'TLS1_2'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    accessTier: 'Hot'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
+}]
+
+// Storage Blob Data Owner: the deployment package container and the host's blobs (timer locks, schedule status).
+resource storageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Queue Data Contributor: the events queue (app and queue trigger) and its poison queue.
+resource storageQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Table Data Contributor: every table of the app.
+resource storageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- monitoring
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: logRetentionDays
+    features: {
+      enableLogAccessUsingOnlyResourcePermissions: true
+    }
+  }
+}
+
+// Local (instrumentation-key) auth off: telemetry is accepted only with an Entra token of an identity that holds
+// Monitoring Metrics Publisher here (APPLICATIONINSIGHTS_AUTHENTICATION_STRING below names ours).
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: true
+  }
+}
+
+// Monitoring Metrics Publisher: send telemetry to App Insights with Entra auth.
+resource monitoringMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identity.id, '3913510d-42f4-4e42-8a64-420c390055eb')
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '3913510d-42f4-4e42-8a64-420c390055eb')
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Monitoring Reader and Log Analytics Reader at the scope the resource checks need.
+module resourceReaderRolesInResourceGroup 'modules/reader-roles-resource-group.bicep' = if (resourceReaderScope == 'resourceGroup') {
+  name: 'reader-roles-${resourceToken}'
+  scope: resourceGroup(resourceReaderSubscriptionId, resourceReaderResourceGroupName)
+  params: {
+    principalId: identity.properties.principalId
+  }
+}
+
+module resourceReaderRolesInSubscription 'modules/reader-roles-subscription.bicep' = if (resourceReaderScope == 'subscription') {
+  name: 'reader-roles-${resourceToken}'
+  scope: subscription(resourceReaderSubscriptionId)
+  params: {
+    principalId: identity.properties.principalId
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ Key Vault
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+// Key Vault Secrets User: the app resolves its Key Vault references with this identity (keyVaultReferenceIdentity).
+resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, identity.id, '4633458b-17de-408a-b874-0445c86b69e6')
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// A secret is written only when its parameter is given; an empty one leaves the vault (and any value set there by
+// hand) alone and the app setting empty, which the app reads as "not set".
+resource smtpPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(smtpPassword)) {
+  parent: keyVault
+  name: 'smtp-password'
+  properties: {
+    value: smtpPassword
+  }
+}
+
+resource whmcsSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(whmcsSecret)) {
+  parent: keyVault
+  name: 'whmcs-secret'
+  properties: {
+    value: whmcsSecret
+  }
+}
+
+resource whmcsAccessKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(whmcsAccessKey)) {
+  parent: keyVault
+  name: 'whmcs-access-key'
+  properties: {
+    value: whmcsAccessKey
+  }
+}
+
+resource inventreeTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(inventreeToken)) {
+  parent: keyVault
+  name: 'inventree-token'
+  properties: {
+    value: inventreeToken
+  }
+}
+
+// --------------------------------------------------------------------------------------------- function app
+
+resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+  name: 'plan-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
+  name: appName
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identity.id
+    siteConfig: {
+      minTlsVersion: '1.2'
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+  dependsOn: [
+    deploymentContainer
+    storageBlobDataOwner
+  ]
+}
+
+var keyVaultUri = keyVault.properties.vaultUri
+
+// All app settings (this resource replaces the whole set on every deployment). No AzureWebJobsStorage connection
+// string: the host and the app reach storage with the identity (AzureWebJobsStorage__*), and Flex Consumption takes
+// the runtime from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION are not set either.
+resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    // storage: identity-based (the host and shared/storage.py)
+    AzureWebJobsStorage__accountName: storage.name
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identity.properties.clientId
+    AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+    AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+
+    // telemetry: Entra auth only, OpenTelemetry from the host (host.json telemetryMode, set here) and the worker
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    AzureFunctionsJobHost__telemetryMode: 'OpenTelemetry'
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+
+    // engine
+    CHECK_CONCURRENCY: string(checkConcurrency)
+    RESULT_RETENTION_DAYS: string(resultRetentionDays)
+    ROLLUP_RETENTION_DAYS: string(rollupRetentionDays)
+
+    // e-mail
+    GLOBAL_EMAIL_NOTIFICATIONS_ENABLED: globalEmailNotificationsEnabled ? 'true' : 'false'
+    SMTP_HOST: smtpHost
+    SMTP_PORT: string(smtpPort)
+    SMTP_SECURITY: smtpSecurity
+    SMTP_USERNAME: smtpUsername
+    SMTP_PASSWORD: empty(smtpPassword) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/smtp-password/)'
+    SMTP_FROM: smtpFrom
+    SMTP_TIMEOUT_SECONDS: smtpTimeoutSeconds
+    SMTP_CA_FILE: smtpCaFile
+    ADMIN_EMAIL_RECIPIENTS: adminEmailRecipients
+    DEFAULT_EMAIL_RECIPIENTS: defaultEmailRecipients
+    PUBLIC_BASE_URL: empty(publicBaseUrl) ? 'https://${functionApp.properties.defaultHostName}' : publicBaseUrl
+
+    // stock (WHMCS)
+    WHMCS_API_URL: whmcsApiUrl
+    WHMCS_IDENTIFIER: whmcsIdentifier
+    WHMCS_SECRET: empty(whmcsSecret) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/whmcs-secret/)'
+    WHMCS_ACCESS_KEY: empty(whmcsAccessKey) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/whmcs-access-key/)'
+    WHMCS_TIMEOUT_SECONDS: whmcsTimeoutSeconds
+
+    // parts lists (InvenTree)
+    INVENTREE_URL: inventreeUrl
+    INVENTREE_TOKEN: empty(inventreeToken) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/inventree-token/)'
+    INVENTREE_TIMEOUT_SECONDS: inventreeTimeoutSeconds
+    INVENTREE_AVAILABLE_FIELD: inventreeAvailableField
+  }
+  dependsOn: [
+    storageQueueDataContributor
+    storageTableDataContributor
+    monitoringMetricsPublisher
+    keyVaultSecretsUser
+    smtpPasswordSecret
+    whmcsSecretSecret
+    whmcsAccessKeySecret
+    inventreeTokenSecret
+    tables
+    queues
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------------- outputs
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_FUNCTION_APP_NAME string = functionApp.name
+output SERVICE_API_NAME string = functionApp.name
+output SERVICE_API_BASE_URL string = 'https://${functionApp.properties.defaultHostName}'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.name
+output AZURE_KEY_VAULT_NAME string = keyVault.name
+output APPLICATIONINSIGHTS_NAME string = appInsights.name
+output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = logAnalytics.properties.customerId
