@@ -146,6 +146,18 @@ def _peer_cert_expiry(resp: aiohttp.ClientResponse) -> datetime | None:
     return _cert_expiry(der) if der else None
 
 
+async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """Up to MAX_BODY_BYTES of the body (content.read(n) returns only what is buffered so far)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_BODY_BYTES:
+            break
+    return b"".join(chunks)[:MAX_BODY_BYTES]
+
+
 def _text(body: bytes, resp: aiohttp.ClientResponse) -> str:
     """The body in its declared charset, or UTF-8 when none or a bogus one is declared (never raises)."""
     try:
@@ -182,7 +194,7 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
                                 ssl=None if cfg.verify_tls else False,
                                 timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds)) as resp:
             expiry = _peer_cert_expiry(resp)
-            body = await resp.content.read(MAX_BODY_BYTES) if cfg.method != "HEAD" else b""
+            body = await _read_body(resp) if cfg.method != "HEAD" else b""
             latency = (time.perf_counter() - started) * 1000
             data["status_code"] = resp.status
             if resp.history:

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared.settings import Settings
+
+# azure-core logs every request at INFO; the Functions worker would ship each line to Application Insights.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 SHARDS = 4
 EVENTS_QUEUE = "monitor-events"

@@ -98,6 +98,11 @@ async def test_keyword_present_is_up_and_missing_is_down(check, site):
     assert missing.error == "keyword 'Out of stock' not found in the response"
 
 
+async def test_keyword_near_the_end_of_a_large_page_is_found(check, site):
+    site.set(body="<p>" + "filler " * 90_000 + "</p><footer>All systems go</footer>")  # ~630 KB
+    assert (await check(site.url, keyword="All systems go")).outcome == "up"
+
+
 async def test_keyword_absent_inverts_the_keyword(check, site):
     assert (await check(site.url, keyword="Fatal error", keyword_absent=True)).outcome == "up"
     site.set(body="<h1>Fatal error</h1> in line 3")
