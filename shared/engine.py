@@ -314,11 +314,19 @@ def due_monitors(monitors: list[MonitorBase], states: dict[str, StateRow], windo
     return due
 
 
+_parsed: dict[str, tuple[str, MonitorBase]] = {}  # monitor id → (stored spec, its Config), across runs
+
+
 def load_configs(entities: list[dict[str, Any]]) -> tuple[list[MonitorBase], list[str]]:
+    """Configs of stored definitions. A definition is parsed again only when its stored spec changed (the
+    engine never mutates a Config; the management services parse their own copies)."""
     configs, broken = [], []
     for entity in entities:
         try:
-            configs.append(from_entity(entity))
+            cached = _parsed.get(entity["RowKey"])
+            if cached is None or cached[0] != entity["spec"]:
+                cached = _parsed[entity["RowKey"]] = (entity["spec"], from_entity(entity))
+            configs.append(cached[1])
         except Exception:  # noqa: BLE001 - a definition we cannot read is reported, the rest run
             log.exception("monitor %s has an unreadable definition", entity.get("RowKey"))
             broken.append(entity.get("RowKey", "?"))
@@ -338,7 +346,7 @@ async def run_kind(store: Store, settings: Settings, kind: str, *, trigger: str 
     if trigger == "timer" and meta.get("paused"):
         summary.paused = True
     else:
-        entities = [e for e in await store.list_monitors(kind) if e.get("enabled", True)]
+        entities = [e for e in await store.list_monitors(kind, engine_fields=True) if e.get("enabled", True)]
         states, outbox = await store.load_states(kind)
         orphans = [row for row in outbox if row.written_at is None or row.written_at <= now - OUTBOX_GRACE]
         if orphans:

@@ -129,8 +129,8 @@ def unique_row(kind: str, value: str) -> str:
 
 
 def _value_size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value.encode("utf-16-le")) + 4
+    if isinstance(value, str):  # UTF-16: two bytes a character, four outside the BMP (never in ASCII)
+        return 2 * len(value) + 4 if value.isascii() else len(value.encode("utf-16-le")) + 4
     if isinstance(value, (bytes, bytearray)):
         return len(value) + 4
     if isinstance(value, bool):
@@ -142,6 +142,12 @@ def _value_size(value: Any) -> int:
 
 def check_entity(entity: dict[str, Any]) -> dict[str, Any]:
     """Raise EntityTooLarge when the entity breaks a Table Storage limit; returns it unchanged otherwise."""
+    entity_size(entity)
+    return entity
+
+
+def entity_size(entity: dict[str, Any]) -> int:
+    """The entity's size as Table Storage counts it; raises EntityTooLarge past a limit."""
     props = [k for k in entity if k not in ("PartitionKey", "RowKey")]
     if len(props) > MAX_PROPERTIES:
         raise EntityTooLarge(f"{len(props)} properties; Table Storage allows {MAX_PROPERTIES}")
@@ -154,7 +160,7 @@ def check_entity(entity: dict[str, Any]) -> dict[str, Any]:
         size += 8 + 2 * len(name) + vsize
     if size > MAX_ENTITY_BYTES:
         raise EntityTooLarge(f"entity is {size} bytes; Table Storage allows {MAX_ENTITY_BYTES}")
-    return entity
+    return size
 
 
 def clip(text: str | None, limit: int = 2000) -> str | None:
@@ -162,10 +168,6 @@ def clip(text: str | None, limit: int = 2000) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
-
-
-def _approx_size(entity: dict[str, Any]) -> int:
-    return sum(_value_size(v) + 2 * len(k) + 8 for k, v in entity.items()) + 512
 
 
 def _json(value: Any) -> str:
@@ -296,15 +298,14 @@ class Store:
     async def _batch(self, table: str, ops: list[tuple]) -> None:
         """Submit operations grouped by partition in transactions of at most 100 entities / ~4 MiB."""
         client = await self.table(table)
-        by_pk: dict[str, list[tuple]] = defaultdict(list)
+        by_pk: dict[str, list[tuple[tuple, int]]] = defaultdict(list)
         for op in ops:
-            check_entity(op[1])
-            by_pk[op[1]["PartitionKey"]].append(op)
-        async def submit_group(group: list[tuple]) -> None:
+            by_pk[op[1]["PartitionKey"]].append((op, entity_size(op[1]) + 512))  # + the part's own headers
+
+        async def submit_group(group: list[tuple[tuple, int]]) -> None:
             chunk: list[tuple] = []
             size = 0
-            for op in group:
-                esize = _approx_size(op[1])
+            for op, esize in group:
                 if chunk and (len(chunk) >= MAX_BATCH_ENTITIES or size + esize > MAX_BATCH_BYTES):
                     await _submit(client, chunk)
                     chunk, size = [], 0
@@ -318,13 +319,15 @@ class Store:
 
     # -- monitors ---------------------------------------------------------------------------------------
 
-    async def list_monitors(self, kind: str | None = None) -> list[dict[str, Any]]:
+    async def list_monitors(self, kind: str | None = None, engine_fields: bool = False) -> list[dict[str, Any]]:
+        """Monitor definitions; `engine_fields` reads only what a run needs (no timestamps to parse)."""
         flt = "PartitionKey eq 'm' and RowKey lt '~'"
         params: dict[str, Any] = {}
         if kind:
             flt += " and kind eq @kind"
             params["kind"] = kind
-        return await self._query("monitors", flt, params)
+        select = ["RowKey", "kind", "name", "enabled", "spec"] if engine_fields else None
+        return await self._query("monitors", flt, params, select=select)
 
     async def get_monitor(self, monitor_id: str) -> dict[str, Any] | None:
         client = await self.table("monitors")
