@@ -8,13 +8,14 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from monitors import parts, stock, website
+from monitors import parts, resource, stock, website
 from monitors.base import MonitorBase
 
 KINDS: dict[str, ModuleType] = {
     website.KIND: website,
     stock.KIND: stock,
     parts.KIND: parts,
+    resource.KIND: resource,
 }
 
 
