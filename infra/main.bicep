@@ -174,6 +174,9 @@ var tableNames = [
   'deliveries'
   'meta'
   'ticks'
+  'snapshots'
+  'alertrules'
+  'leases'
 ]
 var queueNames = [
   'monitor-events'

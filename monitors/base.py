@@ -34,7 +34,8 @@ class MonitorBase(BaseModel):
                                   description="Circuit breaker: after this many consecutive failures…")
     breaker_interval_seconds: int = Field(300, ge=60, le=86400,
                                           description="…check at most this often until a success.")
-    public: bool = Field(True, description="Shown on the public status page (later issue).")
+    public: bool = Field(True, description="Shown on the public status page and its badges (false: hidden).")
+    hide_url: bool = Field(False, description="On the public status page, show the monitor but not its URL.")
 
     @field_validator("cron")
     @classmethod

@@ -7,6 +7,8 @@
     python -m monitors results ID [--limit 20] [--before ISO]
     python -m monitors downtimes ID | uptime ID [--window 7d] | events [--limit 20]
     python -m monitors pause website | resume website | health
+    python -m monitors status | snapshot [--persist] [--wait 10]
+    python -m monitors rules list | add field=value… | update ID field=value… | delete ID
 
 field=value: the value is read as JSON when it parses (numbers, true/false, lists), else as text.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from shared import service
+from shared import service, snapshots
 from shared.settings import SettingsError, get_settings
 from shared.storage import Store
 
@@ -91,7 +93,59 @@ def _render(command: str, data: Any) -> str:
         return _table(rows, ["name", "outcome", "status", "latency_ms", "error", "events"])
     if command == "delete":
         return f"deleted {data['id']}"
+    if command == "rules":
+        return _render_rules(data)
+    if command == "snapshot":
+        return _render_snapshot(data)
+    if command == "status":
+        return _render_status(data)
     return json.dumps(data, indent=2, default=str)
+
+
+def _rule_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": r["id"], "name": r["name"], "condition": f"{r['metric']} {r['operator']} {r['threshold']:g}",
+             "for": r["for_snapshots"], "severity": r["severity"], "enabled": r["enabled"],
+             "firing": r["state"]["firing"], "value": r["state"]["value"]} for r in items]
+
+
+def _render_rules(data: dict[str, Any]) -> str:
+    if data.get("deleted"):
+        return f"deleted {data['id']}"
+    items = data["items"] if "items" in data else [data]
+    return _table(_rule_rows(items), ["id", "name", "condition", "for", "severity", "enabled", "firing", "value"])
+
+
+def _members(bucket: dict[str, Any]) -> str:
+    names = [m.get("name") or m.get("id") or "?" for m in bucket.get("monitors", bucket.get("items", []))]
+    return ", ".join(names)
+
+
+def _render_snapshot(data: dict[str, Any]) -> str:
+    head = f"snapshot {data.get('id') or '(not stored)'} taken {data['taken_at']}" + (
+        " (built by a concurrent request)" if data.get("coalesced") else "")
+    metrics = _table([{"metric": k, "value": v} for k, v in data["metrics"].items()], ["metric", "value"])
+    buckets = [{"bucket": f"status {s}", "count": b["count"], "monitors": _members(b)}
+               for s, b in data.get("by_status", {}).items()]
+    buckets += [{"bucket": k.replace("_", " "), "count": data[k]["count"], "monitors": _members(data[k])}
+                for k in ("open_downtimes", "threshold_breaches", "checker_errors") if data[k]["count"]]
+    buckets += [{"bucket": "stale kind", "count": 1, "monitors": f"{s['kind']}: {s['reason']}"}
+                for s in data["stale_kinds"]["items"]]
+    return "\n\n".join([head, metrics, _table(buckets, ["bucket", "count", "monitors"])])
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    snap = data.get("snapshot")
+    lines = [f"overall: {data['overall']} ({data['live']['enabled']} enabled of {data['live']['monitors']} "
+             "monitors)",
+             "live: " + (", ".join(f"{s} {n}" for s, n in data["live"]["by_status"].items()) or "(none)"),
+             f"snapshot: {snap['id']} taken {snap['taken_at']} ({snap['age_seconds']} s ago)" if snap
+             else "snapshot: none stored yet"]
+    for change in data["changed_since_snapshot"]:
+        lines.append(f"  changed since: {change['name']} {change['snapshot_status']} → {change['live_status']}")
+    firing = data["alert_rules"]["firing"]
+    lines.append(f"alert rules: {data['alert_rules']['total']}, firing: "
+                 + (", ".join(f"{r['name']} ({r['severity']})" for r in firing) or "none"))
+    return "\n".join(lines)
 
 
 async def _dispatch(args: argparse.Namespace) -> Any:
@@ -131,6 +185,19 @@ async def _dispatch(args: argparse.Namespace) -> Any:
             return await service.set_paused(store, args.kind, c == "pause")
         if c == "health":
             return (await service.health(store, settings))[1]
+        if c == "status":
+            return await snapshots.status(store)
+        if c == "snapshot":
+            return await snapshots.take_snapshot(store, settings, args.persist, args.wait)
+        if c == "rules":
+            if args.action == "list":
+                return {"items": await snapshots.list_rules(store)}
+            if args.action == "add":
+                return await snapshots.create_rule(store, _fields(args.fields))
+            if args.action == "update":
+                return await snapshots.update_rule(store, args.id, _fields(args.fields))
+            await snapshots.delete_rule(store, args.id)
+            return {"id": args.id, "deleted": True}
         raise AssertionError(c)
 
 
@@ -163,6 +230,20 @@ def parser() -> argparse.ArgumentParser:
     for name in ("pause", "resume"):
         sub.add_parser(name, help=f"{name} a kind's timer").add_argument("kind")
     sub.add_parser("health")
+    sub.add_parser("status", help="current state: latest snapshot and live monitor states")
+    snap = sub.add_parser("snapshot", help="build a snapshot of the whole system now (--persist: store it)")
+    snap.add_argument("--persist", action="store_true", help="store it and evaluate the alert rules")
+    snap.add_argument("--wait", type=float, default=snapshots.WAIT_SECONDS,
+                      help="seconds to wait for a build already running (default %(default)s)")
+    rules = sub.add_parser("rules", help="alert rules over snapshot metrics").add_subparsers(dest="action",
+                                                                                            required=True)
+    rules.add_parser("list")
+    ra = rules.add_parser("add", help="add field=value … (metric, operator, threshold, for_snapshots, …)")
+    ra.add_argument("fields", nargs="+")
+    ru = rules.add_parser("update", help="update ID field=value …")
+    ru.add_argument("id")
+    ru.add_argument("fields", nargs="+")
+    rules.add_parser("delete").add_argument("id")
     return p
 
 

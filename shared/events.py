@@ -29,6 +29,14 @@ class EventType(str, Enum):
     STOCKOUT_FORECAST = "STOCKOUT_FORECAST"  # projected stock-out closer than stockout_alert_days
     # parts lists (seed 002): the availability report, e-mailed to the monitor's recipients
     PARTS_REPORT = "PARTS_REPORT"
+    # resources (seed 004): a metric's status changed (one event per check naming every change), or a reminder
+    RESOURCE_WARNING = "RESOURCE_WARNING"
+    RESOURCE_ALERT = "RESOURCE_ALERT"
+    RESOURCE_RECOVERED = "RESOURCE_RECOVERED"  # every changed metric is back to OK
+    # alert rules over snapshot metrics (seed 003): kind "alert_rule", monitor_id = the rule's id; they go to the
+    # rule's recipients (carried in details["recipients"]; see shared/mailer.py recipients_for)
+    ALERT_RULE_FIRING = "ALERT_RULE_FIRING"
+    ALERT_RULE_RESOLVED = "ALERT_RULE_RESOLVED"
     # cycle lifecycle (seed 000): recorded as tick records for /health, never e-mailed
     MONITOR_STARTED = "MONITOR_STARTED"
     MONITOR_COMPLETED = "MONITOR_COMPLETED"

@@ -218,7 +218,7 @@ def render_event(event: Event, settings: Settings) -> Rendered:
     details = [(_label(k), _value(k, v)) for k, v in event.details.items() if v is not None and k not in shown]
     ctx = {"subject": subject, "banner": f"{tag}: {event.monitor_name}", "color": _COLORS.get(event.severity,
            "#57606a"), "message": event.message or summary, "facts": facts, "details": details,
-           "link": monitor_link(settings, event.monitor_id),
+           "link": monitor_link(settings, event.monitor_id) if event.kind != "alert_rule" else None,
            "footer": ADMIN_FOOTER if event.audience == "operator" else FOOTER,
            "width": max(len(label) for label, _ in facts + details) + 1}
     return Rendered(subject, _env.get_template("event.txt").render(ctx), _env.get_template("event.html").render(ctx))
@@ -275,14 +275,17 @@ def _dedupe(addresses: Iterable[Any]) -> list[str]:
 
 
 async def recipients_for(event: Event, settings: Settings, store: Store) -> list[str]:
-    """Audience "monitor" → the monitor's `recipients`, or DEFAULT_EMAIL_RECIPIENTS when it has none or is gone;
-    "operator" → ADMIN_EMAIL_RECIPIENTS; "none" → nobody."""
+    """Audience "monitor" → the monitor's `recipients`, or DEFAULT_EMAIL_RECIPIENTS when it has none or is gone
+    (an alert rule's event: the rule's recipients in its details, or the default); "operator" →
+    ADMIN_EMAIL_RECIPIENTS; "none" → nobody."""
     audience = event.audience
     if audience == "none":
         return []
     if audience == "operator":
         return _dedupe(settings.admin_recipients)
     own: list[Any] = []
+    if event.kind == "alert_rule":  # shared/snapshots.py: the rule's recipients travel with its events
+        return _dedupe(event.details.get("recipients") or settings.default_recipients)
     entity = await store.get_monitor(event.monitor_id) if event.monitor_id else None
     if entity is not None:
         try:

@@ -328,6 +328,45 @@ async def events(store: Store, limit: int = 50, before: datetime | None = None, 
     return {"items": items, "next_before": items[-1]["occurred_at"] if len(items) == limit else None}
 
 
+async def resource_metrics(store: Store) -> dict[str, Any]:
+    """GET /metrics (seed 004) from stored results only — nothing is measured here: each resource monitor's latest
+    result (its metrics, their statuses, when), the same flattened as "{monitor}/{metric}", and `overall`, the
+    worst status of the enabled monitors (OK < WARNING < ERROR < ALERT; never-checked ones do not count; UNKNOWN
+    when none counts)."""
+    import asyncio
+
+    from monitors import resource
+
+    entities = sorted(await store.list_monitors(resource.KIND), key=lambda e: (e.get("name", "").lower(), e["RowKey"]))
+    checked = (await store.load_states(resource.KIND))[0]  # a monitor without a state row has no result either
+
+    async def latest_of(monitor_id: str) -> list[dict[str, Any]]:
+        return await store.query_results(monitor_id, limit=1) if monitor_id in checked else []
+
+    latest = await asyncio.gather(*(latest_of(e["RowKey"]) for e in entities))
+    names = [e.get("name") or e["RowKey"] for e in entities]
+    rank = {"OK": 0, "WARNING": 1, "ERROR": 2, "ALERT": 3}
+    items, metrics, statuses, counted = [], {}, {}, []
+    for entity, name, rows in zip(entities, names, latest):
+        view = resource.result_view(rows[0] if rows else None)
+        try:
+            source = json.loads(entity.get("spec") or "{}").get("source", {}).get("type")
+        except (ValueError, AttributeError):
+            source = None
+        item = {"id": entity["RowKey"], "name": name, "source": source, "enabled": entity.get("enabled", True), **view}
+        items.append(item)
+        if item["enabled"] and view["status"] in rank:
+            counted.append(view["status"])
+        label = name if names.count(name) == 1 else f"{name} ({entity['RowKey'][:8]})"
+        for metric, value in view["metrics"].items():
+            metrics[f"{label}/{metric}"] = value
+            statuses[f"{label}/{metric}"] = view["statuses"][metric]
+    overall = max(counted, key=rank.__getitem__) if counted else "UNKNOWN"
+    stamps = [item["last_updated"] for item in items if item["last_updated"]]
+    return {"metrics": metrics, "statuses": {**statuses, "overall": overall}, "overall": overall,
+            "last_updated": max(stamps) if stamps else None, "monitors": items}
+
+
 # ----------------------------------------------------------------------------------------- running
 
 

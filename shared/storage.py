@@ -13,6 +13,12 @@ Tables (created on first use):
 | deliveries | event id              | "{channel}:{recipient}"             | idempotency records (at most once per rcpt) |
 | meta       | "kind"                | kind                                | pause flag, last tick                       |
 | ticks      | "{kind}-{yyyymm}"     | inverted ticks                      | one row per timer run (for /health)         |
+| snapshots  | "{yyyymm}"            | inverted ticks (taken at)           | metric columns + explanation JSON           |
+| alertrules | "r"                   | rule id                             | alert rule definitions (`spec` JSON)        |
+| leases     | "lease"               | lease name ("snapshot")             | single-runner leases with expiry (ETag)     |
+
+Alert rules keep their evaluation state and outbox in `state`, partition "alert_rule" (as a kind would); the
+latest snapshot's key is `meta` row "_snapshot".
 
 A result partition holds one shard (crc32(monitor id) % SHARDS) of one month, so one tick's results are written
 in 100-entity transactions while "latest results of monitor X" stays one RowKey range query.
@@ -31,7 +37,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+import aiohttp
 from azure.core import MatchConditions
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
                                    ResourceNotFoundError, ServiceRequestError)
 from azure.data.tables import UpdateMode
@@ -47,7 +55,10 @@ logging.getLogger("azure").setLevel(logging.WARNING)
 SHARDS = 4
 EVENTS_QUEUE = "monitor-events"
 POISON_QUEUE = "monitor-events-poison"
-TABLES = ("monitors", "state", "results", "rollups", "downtimes", "events", "deliveries", "meta", "ticks")
+TABLES = ("monitors", "state", "results", "rollups", "downtimes", "events", "deliveries", "meta", "ticks",
+          "snapshots", "alertrules", "leases")
+SNAPSHOT_META = "_snapshot"  # meta row: the latest stored snapshot's key and time
+SNAPSHOT_CHUNK = 16_000  # characters per body_{n} column: even all-astral text stays under 64 KiB of UTF-16
 
 # Entity limits of Azure Table Storage (Azurite does not enforce them, so we do).
 MAX_PROPERTIES = 252
@@ -123,6 +134,11 @@ def hour_floor(dt: datetime) -> datetime:
 
 def unique_row(kind: str, value: str) -> str:
     return f"~u~{kind}~{hashlib.sha256(value.encode()).hexdigest()}"
+
+
+def snapshot_column(metric: str) -> str:
+    """The snapshots-table column of a snapshot metric (property names are identifiers: no dots)."""
+    return "m_" + metric.replace(".", "_")
 
 
 # ------------------------------------------------------------------------------------------- limits
@@ -222,11 +238,13 @@ class Store:
     def open(cls, settings: Settings) -> "Store":
         counter = _RequestCounter()
         kwargs: dict[str, Any] = {"raw_request_hook": counter}
+        tables_kwargs = {**kwargs, "transport": _transport()}
+        queues_kwargs = {**kwargs, "transport": _transport()}
         if settings.storage_connection is not None:
             conn = _expand_dev_storage(settings.storage_connection.get_secret_value())
-            tables = TableServiceClient.from_connection_string(conn, **kwargs)
+            tables = TableServiceClient.from_connection_string(conn, **tables_kwargs)
             queues = QueueServiceClient.from_connection_string(
-                conn, message_encode_policy=TextBase64EncodePolicy(), **kwargs)
+                conn, message_encode_policy=TextBase64EncodePolicy(), **queues_kwargs)
             return cls(tables, queues, counter)
         from azure.identity.aio import DefaultAzureCredential
 
@@ -234,9 +252,9 @@ class Store:
         account = settings.storage_account_name
         table_uri = settings.storage_table_uri or f"https://{account}.table.core.windows.net"
         queue_uri = settings.storage_queue_uri or f"https://{account}.queue.core.windows.net"
-        tables = TableServiceClient(endpoint=table_uri, credential=credential, **kwargs)
+        tables = TableServiceClient(endpoint=table_uri, credential=credential, **tables_kwargs)
         queues = QueueServiceClient(account_url=queue_uri, credential=credential,
-                                    message_encode_policy=TextBase64EncodePolicy(), **kwargs)
+                                    message_encode_policy=TextBase64EncodePolicy(), **queues_kwargs)
         return cls(tables, queues, counter, credential)
 
     async def __aenter__(self) -> "Store":
@@ -606,6 +624,38 @@ class Store:
         # as plain text, which the host (host.json messageEncoding "base64") cannot decode.
         return self._queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
 
+    # -- application metrics (resource monitors) -----------------------------------------------------------
+    # Read-only looks at queues and tables of this account that a resource monitor names. Unlike `table()`, they
+    # never create what they look at: a typo must be an error, not an empty table that counts 0.
+
+    async def queue_depth(self, name: str) -> int:
+        """The approximate number of messages in a queue. LookupError when there is no such queue."""
+        try:
+            props = await self._queues.get_queue_client(name).get_queue_properties()
+        except ResourceNotFoundError:
+            raise LookupError(f"queue {name!r} does not exist in the app's storage account") from None
+        except HttpResponseError as error:
+            raise StorageError(f"cannot read queue {name}: {error.message}") from error
+        return int(props.approximate_message_count or 0)
+
+    async def count_entities(self, table: str, flt: str | None, limit: int) -> int:
+        """How many entities of a table match an OData filter (all when None), counting up to `limit`; only keys
+        are read. LookupError when there is no such table, StorageError for a filter the service rejects."""
+        client = self._clients.get(table) or self._clients.setdefault(table, self._tables.get_table_client(table))
+        pager = client.query_entities(flt, select=["PartitionKey"], results_per_page=min(limit, 1000)) if flt \
+            else client.list_entities(select=["PartitionKey"], results_per_page=min(limit, 1000))
+        count = 0
+        try:
+            async for _ in pager:
+                count += 1
+                if count >= limit:
+                    break
+        except ResourceNotFoundError:
+            raise LookupError(f"table {table!r} does not exist in the app's storage account") from None
+        except HttpResponseError as error:
+            raise StorageError(f"cannot count entities of table {table}: {error.message}") from error
+        return count
+
     # -- deliveries (idempotency records) ---------------------------------------------------------------
 
     async def claim_delivery(self, event_id: str, key: str, lease_seconds: int) -> str:
@@ -681,6 +731,191 @@ class Store:
                 break
         return out
 
+    # -- snapshots, alert rules, leases (shared/snapshots.py) -----------------------------------------------
+    # Snapshots: one row per stored snapshot, newest first in month partitions. Each metric is its own column
+    # (`m_{metric}`), so a time series reads only the columns it needs; the explanation (the whole snapshot as
+    # JSON) is split over `body_{n}` columns of at most SNAPSHOT_CHUNK characters.
+
+    async def save_snapshot(self, taken_at: datetime, metrics: dict[str, float | None], body: str,
+                            **fields: Any) -> str:
+        """Store a snapshot (create: a second one with the same time fails) and point `meta` "_snapshot" at it;
+        returns its key (the snapshot id)."""
+        key = inverted(taken_at)
+        entity: dict[str, Any] = {"PartitionKey": month_key(taken_at), "RowKey": key, "taken_at": taken_at,
+                                  **fields, **{snapshot_column(k): float(v) for k, v in metrics.items()
+                                               if v is not None}}
+        chunks = [body[i:i + SNAPSHOT_CHUNK] for i in range(0, len(body), SNAPSHOT_CHUNK)] or [""]
+        entity["body_parts"] = len(chunks)
+        entity.update({f"body_{n}": chunk for n, chunk in enumerate(chunks)})
+        client = await self.table("snapshots")
+        await client.create_entity(check_entity(entity))
+        await self.set_kind_meta(SNAPSHOT_META, latest_key=key, latest_at=taken_at)
+        return key
+
+    async def get_snapshot(self, key: str) -> dict[str, Any] | None:
+        try:
+            at = from_inverted(key)
+        except ValueError:
+            return None
+        client = await self.table("snapshots")
+        try:
+            return dict(await client.get_entity(month_key(at), key))
+        except ResourceNotFoundError:
+            return None
+
+    async def latest_snapshot_key(self) -> str | None:
+        return (await self.get_kind_meta(SNAPSHOT_META)).get("latest_key") or None
+
+    async def list_snapshots(self, limit: int = 20, before: datetime | None = None, since: datetime | None = None,
+                             select: list[str] | None = None) -> list[dict[str, Any]]:
+        """Newest first; `before` exclusive, `since` inclusive. Starts at the latest snapshot's month (nothing
+        stored yet: no request beyond the meta row) and walks month partitions back to `since` (default: 400
+        days before the latest)."""
+        meta = await self.get_kind_meta(SNAPSHOT_META)
+        latest: datetime | None = meta.get("latest_at")
+        if latest is None:
+            return []
+        top = min(before, latest + timedelta(microseconds=1)) if before else latest + timedelta(microseconds=1)
+        floor = since or latest - timedelta(days=400)
+        if floor >= top:
+            return []
+        out: list[dict[str, Any]] = []
+        for month in months_back(top, floor):
+            rows = await self._query("snapshots", "PartitionKey eq @pk and RowKey gt @lo and RowKey le @hi",
+                                     {"pk": month, "lo": inverted(top), "hi": inverted(floor)},
+                                     limit=limit - len(out), select=select)
+            out.extend(rows)
+            if len(out) >= limit:
+                break
+        return out
+
+    # Alert rules: definitions only (their evaluation state is in `state`, partition "alert_rule").
+
+    async def list_alert_rules(self) -> list[dict[str, Any]]:
+        return await self._query("alertrules", "PartitionKey eq 'r'")
+
+    async def get_alert_rule(self, rule_id: str) -> dict[str, Any] | None:
+        client = await self.table("alertrules")
+        try:
+            return await client.get_entity("r", rule_id)
+        except ResourceNotFoundError:
+            return None
+
+    async def insert_alert_rule(self, entity: dict[str, Any]) -> None:
+        client = await self.table("alertrules")
+        await client.create_entity(check_entity({**entity, "PartitionKey": "r"}))
+
+    async def replace_alert_rule(self, entity: dict[str, Any], etag: str) -> None:
+        """Raises Conflict when the rule changed since it was read (`etag`)."""
+        client = await self.table("alertrules")
+        try:
+            await client.update_entity(check_entity({**entity, "PartitionKey": "r"}), mode=UpdateMode.REPLACE,
+                                       etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as error:
+            if isinstance(error, ResourceNotFoundError) or _is_conflict(error):
+                raise Conflict("the rule changed concurrently") from None
+            raise
+
+    async def delete_alert_rule(self, rule_id: str, state_kind: str) -> bool:
+        """Delete a rule and its evaluation state (not its unpublished outbox rows: those still go out).
+        Returns False when there was no such rule."""
+        client = await self.table("alertrules")
+        try:
+            await client.delete_entity("r", rule_id)
+        except ResourceNotFoundError:
+            return False
+        state = await self.table("state")
+        try:
+            await state.delete_entity(state_kind, rule_id)
+        except ResourceNotFoundError:
+            pass
+        return True
+
+    # Leases: "only one runs at a time" across instances. Acquire = create the row, or take it over once expired
+    # (guarded by its ETag, so of two instances taking over the same expired lease one wins); release = delete it,
+    # again only with our ETag, so a holder whose lease expired and was taken over cannot delete the new one.
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> str | None:
+        """The lease's ETag when we hold it now; None when someone else holds an unexpired one."""
+        client = await self.table("leases")
+        now = datetime.now(timezone.utc)
+        row = {"PartitionKey": "lease", "RowKey": name, "owner": owner, "acquired_at": now,
+               "expires_at": now + timedelta(seconds=seconds)}
+        try:
+            return (await client.create_entity(row))["etag"]
+        except ResourceExistsError:
+            pass
+        try:
+            current = await client.get_entity("lease", name)
+        except ResourceNotFoundError:
+            return None  # released in between: the caller tries again
+        expires = current.get("expires_at")
+        if expires is not None and expires > now:
+            return None
+        try:
+            return (await client.update_entity(row, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                               match_condition=MatchConditions.IfNotModified))["etag"]
+        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as error:
+            if isinstance(error, ResourceNotFoundError) or _is_conflict(error):
+                return None
+            raise
+
+    async def renew_lease(self, name: str, owner: str, etag: str, seconds: float) -> str | None:
+        """Extend a lease we hold; None when it is no longer ours (expired and taken over)."""
+        client = await self.table("leases")
+        now = datetime.now(timezone.utc)
+        try:
+            return (await client.update_entity(
+                {"PartitionKey": "lease", "RowKey": name, "owner": owner, "renewed_at": now,
+                 "expires_at": now + timedelta(seconds=seconds)}, mode=UpdateMode.MERGE, etag=etag,
+                match_condition=MatchConditions.IfNotModified))["etag"]
+        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as error:
+            if isinstance(error, ResourceNotFoundError) or _is_conflict(error):
+                return None
+            raise
+
+    async def release_lease(self, name: str, etag: str) -> None:
+        client = await self.table("leases")
+        try:
+            await client.delete_entity("lease", name, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass
+        except HttpResponseError as error:
+            if not _is_conflict(error):
+                raise
+
+    async def get_lease(self, name: str) -> dict[str, Any] | None:
+        client = await self.table("leases")
+        try:
+            return dict(await client.get_entity("lease", name))
+        except ResourceNotFoundError:
+            return None
+
+    # Reads the snapshot needs from the engine's tables.
+
+    async def list_events_between(self, since: datetime, until: datetime, limit: int = 5000,
+                                  select: list[str] | None = None) -> list[dict[str, Any]]:
+        """Events with since < occurred_at <= until, newest first (RowKey ranges of the month partitions)."""
+        out: list[dict[str, Any]] = []
+        for month in months_back(until, since):
+            out += await self._query("events", "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                                     {"pk": month, "lo": inverted(until), "hi": inverted(since)},
+                                     limit=limit - len(out), select=select)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def newest_tick(self, kind: str, checked_only: bool = True, months: int = 2) -> dict[str, Any] | None:
+        """The newest timer/manual run record of a kind (that checked at least one monitor), from the current and
+        previous month; None when there is none."""
+        now = datetime.now(timezone.utc)
+        flt = "PartitionKey eq @pk" + (" and checked gt 0" if checked_only else "")
+        for month in months_back(now, now - timedelta(days=31 * (months - 1))):
+            rows = await self._query("ticks", flt, {"pk": f"{kind}-{month}"}, limit=1)
+            if rows:
+                return rows[0]
+        return None
+
     # -- retention --------------------------------------------------------------------------------------
 
     async def purge(self, table: str, partitions: list[str], older_than: datetime, time_field: str) -> int:
@@ -716,6 +951,16 @@ def _details_json(details: dict[str, Any], limit: int = 30000) -> str:
     if len(text) <= limit:
         return text
     return _json({"truncated": True, "text": text[: limit - 100]})
+
+
+def _transport() -> AioHttpTransport:
+    """An aiohttp transport whose pooled connections are dropped after 3 idle seconds: servers close idle
+    keep-alive connections (Azurite after 5 s), and reusing one that is already closed fails a POST with
+    "connection reset", which azure-core does not retry. A session is opened per invocation, so this costs
+    at most a reconnect after a pause."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=3),
+                                    cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+    return AioHttpTransport(session=session, session_owner=True)
 
 
 def _is_conflict(error: Exception) -> bool:

@@ -147,6 +147,16 @@ async def events(req: func.HttpRequest) -> func.HttpResponse:
     return await handle(work)
 
 
+@bp.route(route="v1/metrics", methods=["GET"], auth_level=KEY)
+async def metrics(req: func.HttpRequest) -> func.HttpResponse:
+    """Resource monitors' latest stored metrics and statuses (seed 004's /metrics); nothing is measured here."""
+
+    async def work(store: Store) -> func.HttpResponse:
+        return respond(await service.resource_metrics(store))
+
+    return await handle(work)
+
+
 @bp.route(route="v1/openapi.json", methods=["GET"], auth_level=KEY)
 async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     return respond(openapi.document())

@@ -1,4 +1,5 @@
-"""Timer triggers: one per check type (generated from the registry), plus hourly rollups and daily retention.
+"""Timer triggers: one per check type (generated from the registry), hourly rollups, daily retention, and the
+system snapshot every 15 minutes.
 
 Each is a thin adapter over shared.engine / shared.service. The Functions host runs a timer trigger on one
 instance at a time (a blob lease), so a kind's ticks never overlap across instances.
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 import azure.functions as func
 
 from monitors import KINDS
-from shared import engine, service
+from shared import engine, service, snapshots
 from shared.settings import get_settings
 from shared.storage import Store
 
@@ -53,3 +54,16 @@ async def retention_timer(timer: func.TimerRequest) -> None:
     settings = get_settings()
     async with Store.open(settings) as store:
         log.info("retention purge: %s", await service.purge(store, settings))
+
+
+@bp.function_name("snapshot_timer")
+@bp.timer_trigger(arg_name="timer", schedule=snapshots.SNAPSHOT_SCHEDULE, run_on_startup=False, use_monitor=True)
+async def snapshot_timer(timer: func.TimerRequest) -> None:
+    settings = get_settings()
+    async with Store.open(settings) as store:
+        try:
+            snap = await snapshots.take_snapshot(store, settings, persist=True, wait=snapshots.TIMER_WAIT_SECONDS)
+        except snapshots.Busy as busy:
+            log.warning("snapshot skipped: %s", busy.details[0]["message"])
+            return
+        log.info("snapshot %s%s", snap["id"], " (built by a concurrent request)" if snap.get("coalesced") else "")

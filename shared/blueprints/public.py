@@ -1,0 +1,167 @@
+"""HTTP for snapshots, alert rules and the public face — thin adapters over shared.snapshots and shared.public.
+
+Under /api/v1 with a function key, like the rest of the API: status, snapshot, history, timeseries, bootstrap,
+alert-rules, metrics/prometheus. Anonymous and read-only: /api/status-page and /api/badge/{id}/{status|uptime}.svg.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import public, service, snapshots
+from shared.blueprints.api import KEY, body_of, handle, respond
+from shared.settings import get_settings
+from shared.storage import Store
+
+log = logging.getLogger("monitor.public")
+bp = func.Blueprint()
+ANONYMOUS = func.AuthLevel.ANONYMOUS
+
+
+def _flag(value: str | None, field: str) -> bool:
+    if value in (None, ""):
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise service.Invalid(f"{field} must be true or false", [{"field": field, "message": "true or false"}])
+
+
+def _wait(value: str | None) -> float:
+    if value in (None, ""):
+        return snapshots.WAIT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 30:
+        raise service.Invalid("wait must be 0–30 seconds", [{"field": "wait", "message": "between 0 and 30"}])
+    return seconds
+
+
+@bp.route(route="v1/status", methods=["GET"], auth_level=KEY)
+async def status(req: func.HttpRequest) -> func.HttpResponse:
+    async def work(store: Store) -> func.HttpResponse:
+        return respond(await snapshots.status(store))
+
+    return await handle(work)
+
+
+@bp.route(route="v1/snapshot", methods=["GET", "POST"], auth_level=KEY)
+async def snapshot(req: func.HttpRequest) -> func.HttpResponse:
+    """Build a snapshot now; `?persist=true` stores it (and evaluates the alert rules). `?wait=` seconds (0–30,
+    default 10) to wait for a build already running: its stored snapshot is the answer, else 409."""
+
+    async def work(store: Store) -> func.HttpResponse:
+        persist = _flag(req.params.get("persist"), "persist")
+        body = await snapshots.take_snapshot(store, get_settings(), persist, _wait(req.params.get("wait")))
+        return respond(body)  # 200 always: `persisted` and `coalesced` say what happened
+
+    response = await handle(work)
+    if response.status_code == 409:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+@bp.route(route="v1/history", methods=["GET"], auth_level=KEY)
+async def history(req: func.HttpRequest) -> func.HttpResponse:
+    async def work(store: Store) -> func.HttpResponse:
+        limit = service.parse_limit(req.params.get("limit"), default=20, maximum=500)
+        before = service.parse_time(req.params.get("before"), "before")
+        return respond(await snapshots.history(store, limit, before, _flag(req.params.get("full"), "full")))
+
+    return await handle(work)
+
+
+@bp.route(route="v1/timeseries", methods=["GET"], auth_level=KEY)
+async def timeseries(req: func.HttpRequest) -> func.HttpResponse:
+    async def work(store: Store) -> func.HttpResponse:
+        return respond(await snapshots.timeseries(store, req.params.get("metric"), req.params.get("from"),
+                                                  req.params.get("to")))
+
+    return await handle(work)
+
+
+@bp.route(route="v1/bootstrap", methods=["GET"], auth_level=KEY)
+async def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
+    async def work(store: Store) -> func.HttpResponse:
+        return respond(await snapshots.bootstrap(store))
+
+    return await handle(work)
+
+
+@bp.route(route="v1/alert-rules", methods=["GET", "POST"], auth_level=KEY)
+async def alert_rules(req: func.HttpRequest) -> func.HttpResponse:
+    async def work(store: Store) -> func.HttpResponse:
+        if req.method == "POST":
+            return respond(await snapshots.create_rule(store, body_of(req)), 201)
+        return respond({"items": await snapshots.list_rules(store)})
+
+    return await handle(work)
+
+
+@bp.route(route="v1/alert-rules/{rule_id}", methods=["GET", "PATCH", "DELETE"], auth_level=KEY)
+async def alert_rule(req: func.HttpRequest) -> func.HttpResponse:
+    rule_id = req.route_params["rule_id"]
+
+    async def work(store: Store) -> func.HttpResponse:
+        if req.method == "PATCH":
+            return respond(await snapshots.update_rule(store, rule_id, body_of(req)))
+        if req.method == "DELETE":
+            await snapshots.delete_rule(store, rule_id)
+            return func.HttpResponse(status_code=204)
+        return respond(await snapshots.get_rule(store, rule_id))
+
+    return await handle(work)
+
+
+@bp.route(route="v1/metrics/prometheus", methods=["GET"], auth_level=KEY)
+async def prometheus_metrics(req: func.HttpRequest) -> func.HttpResponse:
+    async def work(store: Store) -> func.HttpResponse:
+        return func.HttpResponse(await public.prometheus_text(store), status_code=200,
+                                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    return await handle(work)
+
+
+# ------------------------------------------------------------------------------------- anonymous, read-only
+
+
+@bp.route(route="status-page", methods=["GET"], auth_level=ANONYMOUS)
+async def status_page(req: func.HttpRequest) -> func.HttpResponse:
+    headers = {"Cache-Control": f"public, max-age={int(public.PAGE_CACHE_SECONDS)}",
+               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+               "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                          "frame-ancestors 'none'"}
+    try:
+        async with Store.open(get_settings()) as store:
+            html = await public.status_page(store)
+    except Exception:  # noqa: BLE001 - logged; the visitor gets a plain page, never internals
+        log.exception("status page failed")
+        return func.HttpResponse("<!DOCTYPE html><title>Status</title><p>The status page is temporarily "
+                                 "unavailable. Please try again in a minute.</p>", status_code=503,
+                                 mimetype="text/html", charset="utf-8")
+    return func.HttpResponse(html, status_code=200, mimetype="text/html", charset="utf-8", headers=headers)
+
+
+@bp.route(route="badge/{monitor_id}/{badge}", methods=["GET"], auth_level=ANONYMOUS)
+async def badge(req: func.HttpRequest) -> func.HttpResponse:
+    monitor_id, name = req.route_params["monitor_id"], req.route_params["badge"]
+    try:
+        if name not in ("status.svg", "uptime.svg"):
+            code, svg = public.not_found_badge()
+        else:
+            async with Store.open(get_settings()) as store:
+                if name == "status.svg":
+                    code, svg = await public.status_badge(store, monitor_id)
+                else:
+                    code, svg = await public.uptime_badge(store, monitor_id, req.params.get("window") or "30d")
+    except Exception:  # noqa: BLE001 - logged; an error badge, never internals
+        log.exception("badge failed")
+        code, svg = 503, public.badge_svg("status", "unavailable", public.BADGE_COLORS["grey"])
+    return func.HttpResponse(svg, status_code=code, mimetype="image/svg+xml", charset="utf-8",
+                             headers={"Cache-Control": f"public, max-age={int(public.BADGE_CACHE_SECONDS)}"
+                                      if code == 200 else "no-cache", "X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,489 @@
+"""The public face: the status page (HTML, and rendered by headless Chromium), badges (SVG) and Prometheus text —
+through the real functions (and the local host), against real Azurite, with data seeded through shared/storage.py.
+
+`STATUS_PAGE_SCREENSHOT=docs/status-page.png python -m pytest tests/test_public.py -k chromium` also writes the
+screenshot of the demo data to that path (the README's picture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import struct
+import tempfile
+import xml.etree.ElementTree as ET
+import zlib
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from apphelp import functions, request
+from conftest import DEV_KEY, free_port
+from monitors import KINDS
+from shared import public, service, snapshots
+from shared.storage import Store, hour_floor
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "public-test-key"
+SECRETS = ("hunter2", "QUERY-SECRET-7f3a", "Bearer HEADER-SECRET-91c2", "HEADER-SECRET-91c2", "ERROR-SECRET-55d1",
+           "BODY-SECRET-0b7e", DEV_KEY, "AccountKey", "AzureWebJobsStorage", KEY)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    public.clear_cache()
+    yield
+    public.clear_cache()
+
+
+async def get(name: str, path: str, params: dict[str, str] | None = None, route: dict[str, str] | None = None):
+    """status, body text, headers — with Content-Type as the host sends it (from mimetype unless set)."""
+    response = await functions()[name](request("GET", path, params=params, route=route))
+    headers = dict(response.headers)
+    headers.setdefault("Content-Type", f"{response.mimetype}; charset={response.charset}")
+    return response.status_code, response.get_body().decode(), headers
+
+
+# ------------------------------------------------------------------------------------------------ demo data
+
+
+def _agg(count: int, up: int, latency: float) -> dict:
+    return {"count": count, "up": up, "degraded": 0, "latency_sum": latency * up, "latency_count": up,
+            "latency_min": latency * 0.6, "latency_max": latency * 1.8}
+
+
+async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]:
+    """A handful of monitors with 90 days of hourly rollups, recent results and current states: what a real
+    status page looks like after a quarter. Returns {name: id}."""
+    now = now or datetime.now(timezone.utc)
+    rng = random.Random(7)
+    top = hour_floor(now)
+    ids: dict[str, str] = {}
+
+    async def monitor(spec: dict, status: str, latency: float, age_days: int = 90, bad_days: dict | None = None,
+                      per_hour: int = 60, state: dict | None = None, recent_down: int = 0,
+                      slow_recent: bool = False) -> str:
+        mid = (await service.create_monitor(store, spec))["id"]
+        ids[spec["name"]] = mid
+        hours = {}
+        start = top - timedelta(days=min(age_days, 90) - 1, hours=top.hour)
+        h = start
+        while h < top:
+            day = (top - hour_floor(h)).days
+            up = per_hour
+            if bad_days and day in bad_days and h.hour in (9, 10, 11, 14):
+                up = max(0, per_hour - bad_days[day])
+            elif rng.random() < 0.004:
+                up = per_hour - 1
+            hours[h] = _agg(per_hour, up, latency * rng.uniform(0.85, 1.15))
+            h += timedelta(hours=1)
+        await store.write_rollups(mid, hours)
+        results = []
+        for n in range(48):
+            at = now - timedelta(minutes=47 - n)
+            down = n >= 48 - recent_down
+            lat = None if down else round(latency * rng.uniform(0.7, 1.3) * (1 + (n / 12 if slow_recent and n > 30
+                                                                               else 0)), 1)
+            outcome = "down" if down else ("degraded" if slow_recent and n > 40 else "up")
+            results.append(store.result_entity(mid, at, {k: v for k, v in {
+                "outcome": outcome, "latency_ms": lat, "checked_at": at, "trigger": "timer",
+                "status": status if n == 47 else ("UP" if spec["kind"] == "website" else "OK"),
+                "error": "HTTP 502 (expected 200-399)" if down else None}.items() if v is not None}))
+        await store.write_results(results)
+        data = {"status": status, "since": (now - timedelta(days=3)).isoformat(), **(state or {})}
+        await store.commit_state(spec["kind"], mid, data, status, None, [])
+        return mid
+
+    await monitor({"kind": "website", "name": "Web shop", "url": "https://shop.example.com/"}, "UP", 182,
+                  bad_days={23: 40, 61: 4})
+    await monitor({"kind": "website", "name": "Customer API", "url": "https://api.example.com/v2/health",
+                   "max_response_ms": 800}, "DEGRADED", 240, bad_days={12: 9, 40: 2, 77: 25}, slow_recent=True)
+    await monitor({"kind": "website", "name": "Documentation", "url": "https://docs.example.com/", "hide_url": True},
+                  "UP", 95, age_days=45)
+    started = now - timedelta(minutes=27)
+    pay = await monitor({"kind": "website", "name": "Payment gateway", "url": "https://pay.example.com/checkout"},
+                        "DOWN", 310, bad_days={5: 60, 33: 12}, recent_down=27,
+                        state={"down_since": started.isoformat(), "fails": 5})
+    await store.open_downtime(pay, started, "HTTP 502 (expected 200-399)")
+    await monitor({"kind": "stock", "name": "Widget Pro stock", "product_id": 42, "threshold_low": 5}, "LOW", 420,
+                  per_hour=12, state={"quantity": 3, "breach": "low"})
+    await monitor({"kind": "resource", "name": "Build server disk", "source": {"type": "local"}}, "OK", 35,
+                  age_days=60)
+    await monitor({"kind": "website", "name": "Internal admin", "url": "https://admin.example.com/",
+                   "public": False}, "DOWN", 120)
+    await store.set_kind_meta("_rollup", rolled_until=top)
+    return ids
+
+
+# ------------------------------------------------------------------------------------------- HTML parsing
+
+
+class Page(HTMLParser):
+    """The status page's monitors (name, status, url, bars, sparkline), incidents, banner and every tag seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.monitors: list[dict] = []
+        self.incidents: list[str] = []
+        self.tags: set[str] = set()
+        self.banner = ""
+        self._stack: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        cls = a.get("class") or ""
+        self.tags.add(tag)
+        if tag == "section" and "monitor" in cls.split():
+            self.monitors.append({"id": a["id"], "status": a["data-status"], "name": "", "url": None, "bars": [],
+                                  "spark": False, "pill": ""})
+        elif self.monitors and tag == "span" and self._inside("bars"):
+            self.monitors[-1]["bars"].append((cls, a.get("title")))
+        elif self.monitors and tag == "polyline" and self._inside("monitor"):
+            self.monitors[-1]["spark"] = True
+        if tag not in ("meta", "br"):
+            self._stack.append((tag, cls))
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:  # <rect/>: opened and closed at once
+        self.handle_starttag(tag, attrs)
+        self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if any(t == tag for t, _ in self._stack):
+            while self._stack.pop()[0] != tag:
+                pass
+
+    def _inside(self, cls: str) -> bool:
+        return any(cls in c.split() for _, c in self._stack)
+
+    def handle_data(self, data: str) -> None:
+        text = data.strip()
+        if not text or not self._stack:
+            return
+        tag, cls = self._stack[-1]
+        if self._inside("banner"):
+            if "icon" not in cls.split():
+                self.banner += text
+        elif self._inside("incident") and tag == "strong":
+            self.incidents.append(text)
+        elif self.monitors and "name" in cls.split():
+            self.monitors[-1]["name"] += text
+        elif self.monitors and "url" in cls.split():
+            self.monitors[-1]["url"] = text
+        elif self.monitors and "pill" in cls.split():
+            self.monitors[-1]["pill"] = text
+
+
+def parse_page(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    page.close()
+    return page
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+async def test_empty_public_endpoints(settings):
+    status, html, headers = await get("status_page", "status-page")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = parse_page(html)
+    assert page.banner == "No public monitors yet" and page.monitors == [] and "script" not in page.tags
+    status, svg, headers = await get("badge", "badge/x/status.svg", route={"monitor_id": "x", "badge": "status.svg"})
+    assert status == 404 and headers["Content-Type"].startswith("image/svg+xml") and svg_root(svg) is not None
+    status, text, headers = await get("prometheus_metrics", "v1/metrics/prometheus")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert "monitor_status" in families and families["monitor_status"].samples == []
+
+
+async def test_status_page_shows_public_monitors_and_never_a_secret(settings):
+    async with Store.open(settings) as store:
+        ids = await seed_demo(store)
+        hook = (await service.create_monitor(store, {
+            "kind": "website", "name": "Deploy hook", "url": "https://deploy:hunter2@hooks.example.com/ping?"
+            "token=QUERY-SECRET-7f3a#frag", "method": "POST", "body": "BODY-SECRET-0b7e",
+            "headers": {"Authorization": "Bearer HEADER-SECRET-91c2"}}))["id"]
+        await store.commit_state("website", hook, {"status": "UP"}, "UP", None, [])
+        broken = (await service.create_monitor(store, {"kind": "stock", "name": "Gadget stock", "product_id": 7}))
+        await store.commit_state("stock", broken["id"], {"status": "ERROR", "error": "ERROR-SECRET-55d1",
+                                                         "since": datetime.now(timezone.utc).isoformat()},
+                                 "ERROR", None, [])
+    status, html, headers = await get("status_page", "status-page")
+    assert status == 200 and "max-age" in headers["Cache-Control"]
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    for secret in SECRETS:
+        assert secret not in html, secret
+    page = parse_page(html)
+    assert "script" not in page.tags  # readable without any script
+    names = [m["name"] for m in page.monitors]
+    assert "Internal admin" not in names and ids["Internal admin"] not in html  # public=false: not there at all
+    assert set(names) == {"Web shop", "Customer API", "Documentation", "Payment gateway", "Deploy hook",
+                          "Widget Pro stock", "Gadget stock", "Build server disk"}
+    by_name = {m["name"]: m for m in page.monitors}
+    assert by_name["Web shop"]["url"] == "https://shop.example.com/"
+    assert by_name["Deploy hook"]["url"] == "https://hooks.example.com/ping"  # no user info, query, fragment
+    assert by_name["Documentation"]["url"] is None and "docs.example.com" not in html  # hide_url
+    assert by_name["Widget Pro stock"]["url"] is None
+    assert (by_name["Payment gateway"]["status"], by_name["Payment gateway"]["pill"]) == ("DOWN", "Down")
+    assert by_name["Customer API"]["pill"] == "Degraded" and by_name["Widget Pro stock"]["pill"] == "Low stock"
+    assert by_name["Gadget stock"]["pill"] == "No data"
+    for m in page.monitors:
+        assert len(m["bars"]) == 90, m["name"]
+    shop_bars = by_name["Web shop"]["bars"]
+    assert all(cls != "none" for cls, _ in shop_bars)  # 90 days of data
+    assert any(cls == "warn" for cls, _ in shop_bars)  # the day with a 160-minute outage (97 %)
+    assert sum(cls == "none" for cls, _ in by_name["Documentation"]["bars"]) == 45  # added 45 days ago: grey
+    assert sum(cls == "none" for cls, _ in by_name["Deploy hook"]["bars"]) == 90  # no checks yet
+    assert any("no data" in (title or "") for _, title in by_name["Documentation"]["bars"])
+    assert by_name["Web shop"]["spark"] and not by_name["Deploy hook"]["spark"]
+    assert page.banner == "Some systems are down"
+    assert page.incidents == ["Gadget stock: monitoring interrupted", "Payment gateway is down"]  # newest first
+
+
+def svg_root(text: str) -> ET.Element:
+    root = ET.fromstring(text)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert int(root.get("width")) > 20 and int(root.get("height")) == 20
+    return root
+
+
+def svg_text(root: ET.Element) -> str:
+    return " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+
+
+async def test_badges_are_svg_and_only_for_public_monitors(settings):
+    async with Store.open(settings) as store:
+        ids = await seed_demo(store)
+        odd = (await service.create_monitor(store, {"kind": "website", "name": "Odd <&> \"quotes\"",
+                                                    "url": "https://odd.example.com/"}))["id"]
+
+    async def badge(mid: str, name: str, window: str | None = None) -> tuple[int, ET.Element, dict]:
+        status, svg, headers = await get("badge", f"badge/{mid}/{name}", params={"window": window} if window else None,
+                                         route={"monitor_id": mid, "badge": name})
+        assert headers["Content-Type"].startswith("image/svg+xml")
+        return status, svg_root(svg), headers
+
+    status, root, headers = await badge(ids["Web shop"], "status.svg")
+    assert status == 200 and svg_text(root).split()[-1] == "operational" and "max-age=60" in headers["Cache-Control"]
+    assert (await badge(ids["Payment gateway"], "status.svg"))[1].find(
+        "{http://www.w3.org/2000/svg}title").text == "status: down"
+    status, root, _ = await badge(ids["Web shop"], "uptime.svg", "30d")
+    label = svg_text(root)
+    assert status == 200 and "uptime 30d" in label and label.split()[-1].endswith("%")
+    value = float(label.split()[-1].rstrip("%"))
+    assert 99.0 < value < 100.0  # one 160-minute outage in 30 days, and a few single failures
+    status, root, _ = await badge(ids["Documentation"], "uptime.svg", "90d")
+    assert status == 200
+    status, root, _ = await badge(odd, "uptime.svg", "24h")
+    assert status == 200 and svg_text(root).split()[-2:] == ["no", "data"]
+    status, root, _ = await badge(odd, "status.svg")
+    assert status == 200  # a name with markup characters never reaches the SVG (only labels do)
+
+    for mid, name in ((ids["Internal admin"], "status.svg"), (ids["Internal admin"], "uptime.svg"),
+                      ("0" * 32, "status.svg"), ("nope", "uptime.svg"), (ids["Web shop"], "other.svg")):
+        status, root, headers = await badge(mid, name)
+        assert status == 404 and "not found" in svg_text(root) and headers["Cache-Control"] == "no-cache"
+    status, root, _ = await badge(ids["Web shop"], "uptime.svg", "1y")
+    assert status == 422 and "24h" in svg_text(root)
+
+
+async def test_prometheus_text_parses_with_the_real_parser(settings):
+    now = datetime.now(timezone.utc)
+    tricky = 'Quote " back\\slash\nnewline'
+    async with Store.open(settings) as store:
+        site = (await service.create_monitor(store, {"kind": "website", "name": tricky,
+                                                     "url": "https://a.example.com/"}))["id"]
+        stock = (await service.create_monitor(store, {"kind": "stock", "name": "Widget", "product_id": 42}))["id"]
+        kit = (await service.create_monitor(store, {"kind": "parts", "name": "Kit",
+                                                    "parts": [{"ipn": "X", "quantity": 1}]}))["id"]
+        disk = (await service.create_monitor(store, {"kind": "resource", "name": "Disk",
+                                                     "source": {"type": "local"}}))["id"]
+        pending = (await service.create_monitor(store, {"kind": "website", "name": "Later",
+                                                        "url": "https://b.example.com/"}))["id"]
+        await store.write_results([
+            store.result_entity(site, now, {"outcome": "up", "latency_ms": 123.4, "status_code": 200,
+                                            "cert_days_left": 41, "checked_at": now, "status": "UP"}),
+            store.result_entity(stock, now, {"outcome": "up", "latency_ms": 80.0, "quantity": 17, "checked_at": now,
+                                             "status": "OK"}),
+            store.result_entity(kit, now, {"outcome": "up", "latency_ms": 300.0, "lines_short": 2,
+                                           "total_missing": 9, "kits_buildable": 3, "checked_at": now,
+                                           "status": "SHORT"}),
+            store.result_entity(disk, now, {"outcome": "degraded", "latency_ms": 5.0, "checked_at": now,
+                                            "status": "WARNING", "metrics": '[{"name":"disk /","value":85.5,'
+                                            '"unit":"%","status":"WARNING"},{"name":"memory","value":40.0,'
+                                            '"unit":"%","status":"OK"}]'})])
+        for kind, mid, status in (("website", site, "UP"), ("stock", stock, "OK"), ("parts", kit, "SHORT"),
+                                  ("resource", disk, "WARNING")):
+            await store.commit_state(kind, mid, {"status": status}, status, None, [])
+        await snapshots.create_rule(store, {"metric": "threshold_breaches", "operator": ">", "threshold": 0,
+                                            "name": "Breaches"})
+        await snapshots.take_snapshot(store, settings, persist=True)
+
+    status, text, headers = await get("prometheus_metrics", "v1/metrics/prometheus")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert "# HELP monitor_status " in text and "# TYPE monitor_status gauge" in text
+
+    def samples(name: str) -> dict:
+        return {(s.labels.get("id"), s.labels.get("metric"), s.labels.get("status")): s.value
+                for s in families[name].samples}
+
+    statuses = {s.labels["id"]: (s.labels["status"], s.labels["name"]) for s in families["monitor_status"].samples}
+    assert statuses[site] == ("UP", tricky)  # the label survived escaping and parsing
+    assert statuses[pending][0] == "PENDING" and statuses[disk][0] == "WARNING"
+    assert samples("monitor_healthy") == {(site, None, None): 1, (stock, None, None): 1, (kit, None, None): 0,
+                                          (disk, None, None): 0}
+    assert samples("monitor_latency_seconds")[(site, None, None)] == pytest.approx(0.1234)
+    assert samples("monitor_last_check_timestamp_seconds")[(site, None, None)] == pytest.approx(now.timestamp())
+    assert samples("website_certificate_days_left") == {(site, None, None): 41}
+    assert samples("website_http_status_code") == {(site, None, None): 200}
+    assert samples("stock_quantity") == {(stock, None, None): 17}
+    assert samples("parts_lines_short") == {(kit, None, None): 2}
+    assert samples("parts_total_missing") == {(kit, None, None): 9}
+    assert samples("parts_kits_buildable") == {(kit, None, None): 3}
+    assert samples("resource_metric_value") == {(disk, "disk /", None): 85.5, (disk, "memory", None): 40.0}
+    assert samples("resource_metric_level") == {(disk, "disk /", None): 1, (disk, "memory", None): 0}
+    uptime = samples("monitor_uptime_24h_ratio")
+    assert uptime[(site, None, None)] == 1.0 and uptime[(disk, None, None)] == 1.0  # degraded counts as up
+    counts = {(s.labels["kind"], s.labels["status"]): s.value for s in families["monitors"].samples}
+    assert counts[("website", "PENDING")] == 1 and counts[("parts", "SHORT")] == 1
+    (rule,) = families["alert_rule_firing"].samples
+    assert rule.labels["name"] == "Breaches" and rule.value == 1
+    assert families["snapshot_timestamp_seconds"].samples[0].value > now.timestamp() - 60
+
+
+# ------------------------------------------------------------------------------------------- Chromium
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def png_top(data: bytes, rows: int) -> tuple[int, int, list[tuple[int, ...]]]:
+    """Decode the first `rows` rows of an 8-bit RGB/RGBA PNG (zlib, the five scanline filters): width, height and
+    the pixels of those rows."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
+            bpp = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompressobj().decompress(idat, (width * bpp + 1) * rows)
+    stride = width * bpp
+    prev = bytearray(stride)
+    pixels: list[tuple[int, ...]] = []
+    for r in range(min(rows, height)):
+        line = raw[r * (stride + 1):(r + 1) * (stride + 1)]
+        ftype, cur = line[0], bytearray(line[1:])
+        for i in range(stride):
+            left = cur[i - bpp] if i >= bpp else 0
+            up, corner = prev[i], (prev[i - bpp] if i >= bpp else 0)
+            if ftype == 1:
+                cur[i] = (cur[i] + left) & 0xFF
+            elif ftype == 2:
+                cur[i] = (cur[i] + up) & 0xFF
+            elif ftype == 3:
+                cur[i] = (cur[i] + ((left + up) >> 1)) & 0xFF
+            elif ftype == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                cur[i] = (cur[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
+        pixels += [tuple(cur[i:i + 3]) for i in range(0, stride, bpp)]
+        prev = cur
+    return width, height, pixels
+
+
+async def test_status_page_renders_in_headless_chromium(storage, env):
+    browser = chromium()
+    if browser is None:
+        pytest.skip("SKIPPED: Chromium is not installed (apt-get install chromium; .ci/run installs it) — the status "
+                    "page was NOT rendered in a browser")
+    from devhost import LocalHost, read_host_json
+
+    import function_app
+
+    from shared.settings import get_settings
+
+    async with Store.open(get_settings()) as store:
+        await seed_demo(store)
+        for kind in KINDS:  # the host's timers must not check the demo's example.com sites meanwhile
+            await store.set_kind_meta(kind, paused=True)
+    port = free_port()
+    host = LocalHost(function_app.app, read_host_json(), port, function_key=KEY)
+    await host.start()
+    out_dir = Path(tempfile.mkdtemp(prefix="status-page-"))
+    shot = out_dir / "status-page.png"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+            f"--user-data-dir={out_dir / 'profile'}", f"--screenshot={shot}", "--window-size=1280,1600",
+            f"http://127.0.0.1:{port}/api/status-page",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError("Chromium did not finish within 180 s")
+        assert shot.exists(), f"no screenshot; Chromium said:\n{output.decode(errors='replace')[-3000:]}"
+        data = shot.read_bytes()
+        assert host.invocations.get("status_page", 0) >= 1  # it was served by the function, through the host
+    finally:
+        await host.stop()
+    target = os.environ.get("STATUS_PAGE_SCREENSHOT")
+    if target:
+        Path(ROOT / target).write_bytes(data)
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    assert len(data) > 30_000  # a flat 1280×1600 PNG is a few KiB
+    width, height, pixels = png_top(data, 360)  # header, banner, incidents
+    assert (width, height) == (1280, 1600)
+    counts: dict[tuple[int, ...], int] = {}
+    for px in pixels:
+        counts[px] = counts.get(px, 0) + 1
+    assert len(counts) > 50, "the page is (nearly) one flat colour"
+    assert max(counts.values()) < 0.9 * len(pixels)
+    red = sum(n for (r, g, b), n in counts.items() if r > 200 and g < 60 and b < 60)
+    assert red > 5000, "the red 'Some systems are down' banner is not in the picture"
+
+
+async def test_anonymous_page_and_badges_but_keyed_metrics_through_the_local_host(storage, env):
+    import aiohttp
+
+    from devhost import LocalHost, read_host_json
+
+    import function_app
+
+    port = free_port()
+    host = LocalHost(function_app.app, read_host_json(), port, function_key=KEY)
+    await host.start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            async with http.get("/api/status-page") as resp:
+                assert resp.status == 200 and "No public monitors yet" in await resp.text()
+            async with http.get(f"/api/badge/{'0' * 32}/status.svg") as resp:
+                assert resp.status == 404 and resp.content_type == "image/svg+xml"
+            async with http.get("/api/v1/metrics/prometheus") as resp:
+                assert resp.status == 401
+            async with http.get("/api/v1/metrics/prometheus", headers={"x-functions-key": KEY}) as resp:
+                assert resp.status == 200 and "# TYPE monitor_status gauge" in await resp.text()
+            async with http.get("/api/v1/status") as resp:
+                assert resp.status == 401
+    finally:
+        await host.stop()
