@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 from monitors import parse_spec, to_entity_spec
@@ -29,3 +30,4 @@ async def test_steady_ticks_send_a_handful_of_requests_and_touch_no_state(settin
         # meta + monitors + states + one results transaction per shard + the tick record
         assert steady.storage_requests <= 3 + SHARDS + 1, steady.storage_requests
         assert len(await store.query_results(next(iter(before)), limit=10)) == 2
+        assert gc.isenabled()  # the collector is paused only while a run is in progress
