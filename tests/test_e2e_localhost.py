@@ -90,6 +90,9 @@ async def test_down_and_recovery_through_the_local_host(host, website, smtp):  #
     async with host.get(f"/api/v1/monitors/{mid}/downtimes") as resp:
         windows = (await resp.json())["items"]
     assert len(windows) == 1 and windows[0]["open"] is True
+    for _ in range(2):  # staying down: no new window, no new mail (re-notify is off)
+        async with host.post(f"/api/v1/monitors/{mid}/run") as resp:
+            assert (await resp.json())["events"] == []
 
     site["status"] = 200
     async with host.post(f"/api/v1/monitors/{mid}/run") as resp:
@@ -102,7 +105,7 @@ async def test_down_and_recovery_through_the_local_host(host, website, smtp):  #
     assert len(windows) == 1 and windows[0]["open"] is False and windows[0]["ended_at"]
     async with host.get(f"/api/v1/monitors/{mid}/results") as resp:
         outcomes = [r["outcome"] for r in (await resp.json())["items"]]
-    assert outcomes == ["up", "down", "down", "up"]
+    assert outcomes == ["up", "down", "down", "down", "down", "up"]
     async with host.get("/api/v1/events", params={"monitor_id": mid}) as resp:
         events = (await resp.json())["items"]
     assert [e["type"] for e in events] == ["MONITOR_UP", "MONITOR_DOWN"]
