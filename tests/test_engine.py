@@ -13,17 +13,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import TextBase64DecodePolicy
-from azure.storage.queue.aio import QueueClient
 
 import monitors
 from monitors.base import CheckResult, MonitorBase, latest_slot
 from monitors.policy import breaker_open, evaluate_updown
 from shared.engine import OUTBOX_GRACE, due_monitors, run_kind, run_monitor
 from shared.events import Event, EventType
-from shared.storage import EVENTS_QUEUE, StateRow, Store, unique_row
+from shared.storage import StateRow, Store, unique_row
 from targets import site, targets  # noqa: F401 - fixtures
+from helpers import events_of, queued, types
 
 KIND = "website"
 
@@ -42,27 +40,6 @@ async def add_monitor(store: Store, url: str, **fields: Any) -> MonitorBase:
                                 "spec": monitors.to_entity_spec(cfg)},
                                [unique_row(KIND, key) for key in cfg.unique_keys()])
     return cfg
-
-
-async def events_of(store: Store, monitor_id: str) -> list[dict[str, Any]]:
-    """Stored events of one monitor, oldest first."""
-    rows = await store.list_events(limit=200, monitor_id=monitor_id)
-    return sorted(rows, key=lambda e: e["occurred_at"])
-
-
-async def queued(conn: str) -> list[dict[str, Any]]:
-    """The event messages waiting in the queue (peeked, so they stay there)."""
-    async with QueueClient.from_connection_string(conn, EVENTS_QUEUE,
-                                                  message_decode_policy=TextBase64DecodePolicy()) as queue:
-        try:
-            messages = await queue.peek_messages(max_messages=32)
-        except ResourceNotFoundError:
-            return []
-    return [json.loads(m.content)["event"] for m in messages]
-
-
-def types(events: list[dict[str, Any]]) -> list[str]:
-    return [e["type"] for e in events]
 
 
 def minute(dt: datetime) -> datetime:

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import TextBase64DecodePolicy
-from azure.storage.queue.aio import QueueClient
 from pydantic import ValidationError
 
 import monitors
@@ -35,6 +32,7 @@ from shared.storage import EVENTS_QUEUE, Store
 from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
 from test_email import Host
 from whmcs_fake import ACCESS_KEY, IDENTIFIER, SECRET, whmcs  # noqa: F401 - fixture
+from helpers import events_of, queued, types
 
 ROOT = Path(__file__).resolve().parent.parent
 KIND = "stock"
@@ -71,25 +69,6 @@ async def create(store: Store, product_id: int, **fields: Any) -> str:
 async def records(store: Store, monitor_id: str) -> list[dict[str, Any]]:
     """Stored results, oldest first."""
     return list(reversed(await store.query_results(monitor_id, limit=500)))
-
-
-async def events_of(store: Store, monitor_id: str | None = None) -> list[dict[str, Any]]:
-    rows = await store.list_events(limit=500, monitor_id=monitor_id)
-    return sorted(rows, key=lambda e: e["occurred_at"])
-
-
-async def queued(conn: str) -> list[dict[str, Any]]:
-    async with QueueClient.from_connection_string(conn, EVENTS_QUEUE,
-                                                  message_decode_policy=TextBase64DecodePolicy()) as queue:
-        try:
-            messages = await queue.peek_messages(max_messages=32)
-        except ResourceNotFoundError:
-            return []
-    return [json.loads(m.content)["event"] for m in messages]
-
-
-def types(events: list[dict[str, Any]]) -> list[str]:
-    return [e["type"] for e in events]
 
 
 def utcnow() -> datetime:
