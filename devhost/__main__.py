@@ -15,20 +15,27 @@ DEMO = [
     {"kind": "website", "name": "[demo] this app's health", "url": "http://127.0.0.1:{port}/api/v1/health",
      "interval_seconds": 60, "attempts": 1, "keyword": '"storage": "ok"'},
     {"kind": "website", "name": "[demo] example.com", "url": "https://example.com/", "interval_seconds": 300},
+    {"kind": "resource", "name": "[demo] this machine's disk and memory", "interval_seconds": 60,
+     "source": {"type": "local"}},
 ]
 
 
 async def seed_demo(port: int) -> None:
-    """Create the demo monitors once; their URLs are unique, so a second run finds them and adds nothing."""
+    """Create the demo monitors once: a second run finds them by name and adds nothing."""
     from shared import service
     from shared.settings import get_settings
     from shared.storage import Store
 
     async with Store.open(get_settings()) as store:
         await store.ensure_queues()
+        existing = {m.get("name") for m in await store.list_monitors()}
         for spec in DEMO:
+            if spec["name"] in existing:
+                continue
             try:
-                made = await service.create_monitor(store, {**spec, "url": spec["url"].format(port=port)})
+                if "url" in spec:
+                    spec = {**spec, "url": spec["url"].format(port=port)}
+                made = await service.create_monitor(store, spec)
                 logging.getLogger("devhost").info("demo monitor created: %s %s", made["id"], made["name"])
             except service.Duplicate:
                 pass

@@ -1,0 +1,16 @@
+"""The local host's demo set: created on the first run, never duplicated by the next."""
+
+from __future__ import annotations
+
+from shared.storage import Store
+
+
+async def test_demo_monitors_are_seeded_once(settings):
+    from devhost.__main__ import DEMO, seed_demo
+
+    await seed_demo(7071)
+    await seed_demo(7071)
+    async with Store.open(settings) as store:
+        names = sorted(m["name"] for m in await store.list_monitors())
+    assert names == sorted(spec["name"] for spec in DEMO)
+    assert all(name.startswith("[demo] ") for name in names)
