@@ -9,9 +9,9 @@
 import azure.functions as func
 
 from shared.blueprints import api, mail, public, timers
-from shared.settings import get_settings
+from shared.settings import check_at_start
 
-get_settings()  # fail at start, naming every missing or invalid setting
+check_at_start()  # under the host: stop here, naming every missing or invalid setting
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(api.bp)
