@@ -39,6 +39,12 @@ def body_of(req: func.HttpRequest) -> Any:
             from None
 
 
+def paging(req: func.HttpRequest, default: int = 50, maximum: int = 1000) -> tuple[int, Any]:
+    """`?limit=&before=` of a cursor-paged listing, validated (422 with the field named)."""
+    return (service.parse_limit(req.params.get("limit"), default=default, maximum=maximum),
+            service.parse_time(req.params.get("before"), "before"))
+
+
 async def handle(work: Callable[[Store], Awaitable[func.HttpResponse]]) -> func.HttpResponse:
     """Open storage for the request, map service errors to HTTP, never leak internals."""
     try:
@@ -89,8 +95,7 @@ async def monitor(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="v1/monitors/{monitor_id}/results", methods=["GET"], auth_level=KEY)
 async def monitor_results(req: func.HttpRequest) -> func.HttpResponse:
     async def work(store: Store) -> func.HttpResponse:
-        limit = service.parse_limit(req.params.get("limit"))
-        before = service.parse_time(req.params.get("before"), "before")
+        limit, before = paging(req)
         return respond(await service.results(store, req.route_params["monitor_id"], limit, before))
 
     return await handle(work)
@@ -139,8 +144,7 @@ async def kind_action(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="v1/events", methods=["GET"], auth_level=KEY)
 async def events(req: func.HttpRequest) -> func.HttpResponse:
     async def work(store: Store) -> func.HttpResponse:
-        limit = service.parse_limit(req.params.get("limit"))
-        before = service.parse_time(req.params.get("before"), "before")
+        limit, before = paging(req)
         return respond(await service.events(store, limit, before, req.params.get("monitor_id") or None,
                                             req.params.get("type") or None))
 

@@ -11,7 +11,7 @@ import logging
 import azure.functions as func
 
 from shared import public, service, snapshots
-from shared.blueprints.api import KEY, body_of, handle, respond
+from shared.blueprints.api import KEY, body_of, handle, paging, respond
 from shared.settings import get_settings
 from shared.storage import Store
 
@@ -69,8 +69,7 @@ async def snapshot(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="v1/history", methods=["GET"], auth_level=KEY)
 async def history(req: func.HttpRequest) -> func.HttpResponse:
     async def work(store: Store) -> func.HttpResponse:
-        limit = service.parse_limit(req.params.get("limit"), default=20, maximum=500)
-        before = service.parse_time(req.params.get("before"), "before")
+        limit, before = paging(req, default=20, maximum=500)
         return respond(await snapshots.history(store, limit, before, _flag(req.params.get("full"), "full")))
 
     return await handle(work)
