@@ -1,15 +1,15 @@
 """The table of contents: the app and its blueprints. Every trigger is one hop away.
 
-- shared/blueprints/api.py     HTTP API under /api/v1 (health, monitors, results, downtimes, uptime, run, …)
-- shared/blueprints/timers.py  one timer per check type (monitors/ registry), hourly rollups, daily retention
-- shared/blueprints/mail.py    queue trigger on monitor-events → e-mail; poison-queue handler → admin
-- shared/blueprints/public.py  snapshots, status, history, alert rules; status page, badges, Prometheus
+- shared/triggers/api.py     HTTP API under /api/v1 (health, monitors, results, downtimes, uptime, run, …)
+- shared/triggers/web.py     snapshots, status, history, alert rules; status page, badges, Prometheus
+- shared/triggers/timers.py  one timer per check type (monitors/ registry), hourly rollups, daily retention
+- shared/triggers/mail.py    queue trigger on monitor-events → delivery; poison-queue handler → operator
 """
 
 import azure.functions as func
 
-from shared.blueprints import api, mail, public, timers
 from shared.settings import check_at_start
+from shared.triggers import api, mail, timers, web
 
 check_at_start()  # under the host: stop here, naming every missing or invalid setting
 
@@ -17,4 +17,4 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(api.bp)
 app.register_functions(timers.bp)
 app.register_functions(mail.bp)
-app.register_functions(public.bp)
+app.register_functions(web.bp)

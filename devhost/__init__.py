@@ -196,9 +196,9 @@ class LocalHost:
         base64_encoded = opts.get("messageEncoding", "base64").lower() == "base64"
         name = resolve(fn.trigger["queueName"])
         conn = os.environ[fn.trigger.get("connection") or "AzureWebJobsStorage"]
-        from shared.storage import _expand_dev_storage  # the same Azurite shorthand handling as the app
+        from shared.storage import expand_dev_storage  # the same Azurite shorthand handling as the app
 
-        conn = _expand_dev_storage(conn)
+        conn = expand_dev_storage(conn)
         queue = QueueClient.from_connection_string(conn, name)
         poison = QueueClient.from_connection_string(conn, f"{name}-poison")
         for client in (queue, poison):

@@ -22,7 +22,7 @@ DEMO = [
 
 async def seed_demo(port: int) -> None:
     """Create the demo monitors once: a second run finds them by name and adds nothing."""
-    from shared import service
+    from shared import manage as service
     from shared.settings import get_settings
     from shared.storage import Store
 

@@ -64,6 +64,9 @@ param resourceReaderResourceGroupName string = resourceGroup().name
 @maxValue(5000)
 param checkConcurrency int = 100
 
+@description('OUTBOUND_ALLOW_CIDRS: networks checks may reach although not public (comma-separated CIDRs; empty = public addresses only).')
+param outboundAllowCidrs string = ''
+
 @description('RESULT_RETENTION_DAYS: raw results, events and timer records are purged after this.')
 @minValue(1)
 @maxValue(3650)
@@ -492,6 +495,7 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
 
     // engine
     CHECK_CONCURRENCY: string(checkConcurrency)
+    OUTBOUND_ALLOW_CIDRS: outboundAllowCidrs
     RESULT_RETENTION_DAYS: string(resultRetentionDays)
     ROLLUP_RETENTION_DAYS: string(rollupRetentionDays)
 

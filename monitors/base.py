@@ -1,16 +1,21 @@
-"""What every monitor has, whatever its kind: identity, schedule, alert policy and audience."""
+"""What every monitor has, whatever its kind (identity, schedule, audience), the up/down alert policy fields for
+kinds with an up/down target, and the schedule arithmetic."""
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
-Outcome = Literal["up", "degraded", "down", "error"]
+from monitors.contract import CheckResult, Evaluation, Outcome  # noqa: F401 - re-exported for kind modules
+
+# Fields of the up/down policy. A stored definition of a kind without that policy may still hold them (written by
+# an older version): they are dropped on read; on write they are refused (extra="forbid"), naming the field.
+UPDOWN_FIELDS = ("failure_threshold", "success_threshold", "breaker_failures", "breaker_interval_seconds",
+                 "hide_url")
 
 
 class MonitorBase(BaseModel):
@@ -18,6 +23,7 @@ class MonitorBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    kind: str
     id: str | None = Field(None, description="Assigned by the server.", pattern=r"^[0-9a-f]{32}$")
     name: str = Field(..., min_length=1, max_length=200)
     enabled: bool = True
@@ -26,16 +32,12 @@ class MonitorBase(BaseModel):
     cron: str | None = Field(None, description="A 5-field cron expression (UTC) instead of interval_seconds.")
     recipients: list[EmailStr] = Field(default_factory=list, max_length=50,
                                        description="Who is e-mailed; empty = DEFAULT_EMAIL_RECIPIENTS.")
-    failure_threshold: int = Field(3, ge=1, le=100, description="Consecutive failures before DOWN.")
-    success_threshold: int = Field(1, ge=1, le=100, description="Consecutive successes before UP again.")
     renotify_minutes: int | None = Field(None, ge=5, le=10080,
-                                         description="Remind every N minutes while DOWN (off when empty).")
-    breaker_failures: int = Field(5, ge=1, le=1000,
-                                  description="Circuit breaker: after this many consecutive failures…")
-    breaker_interval_seconds: int = Field(300, ge=60, le=86400,
-                                          description="…check at most this often until a success.")
+                                         description="Remind every N minutes while the problem lasts (off when "
+                                                     "empty).")
     public: bool = Field(True, description="Shown on the public status page and its badges (false: hidden).")
-    hide_url: bool = Field(False, description="On the public status page, show the monitor but not its URL.")
+
+    updown: ClassVar[bool] = False
 
     @field_validator("cron")
     @classmethod
@@ -47,7 +49,7 @@ class MonitorBase(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _schedule(self) -> "MonitorBase":
+    def _schedule(self) -> MonitorBase:
         if self.cron and self.interval_seconds:
             raise ValueError("give interval_seconds or cron, not both")
         if not self.cron and not self.interval_seconds:
@@ -58,25 +60,30 @@ class MonitorBase(BaseModel):
         """Values that must be unique among monitors of this kind (e.g. a website's URL)."""
         return []
 
+    @classmethod
+    def from_stored(cls, spec: str) -> MonitorBase:
+        """A stored definition (valid when it was written); up/down fields an older version stored for a kind
+        without that policy are dropped."""
+        if cls.updown or not any(f'"{name}"' in spec for name in UPDOWN_FIELDS):
+            return cls.model_validate_json(spec)
+        import json
 
-@dataclass(slots=True)
-class CheckResult:
-    """What one check observed. `data` holds the kind's own scalar fields (stored as table properties)."""
-
-    outcome: Outcome
-    latency_ms: float | None = None
-    error: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+        data = {k: v for k, v in json.loads(spec).items() if k not in UPDOWN_FIELDS}
+        return cls.model_validate(data)
 
 
-@dataclass(slots=True)
-class Evaluation:
-    """What evaluate() decided: the new state, the events to publish and side effects (e.g. downtime windows)."""
+class UpDownPolicy(MonitorBase):
+    """For kinds with an up/down target (websites, TCP, …): thresholds, circuit breaker, URL hiding."""
 
-    state: dict[str, Any]
-    status: str
-    events: list[Any] = field(default_factory=list)  # shared.events.Event
-    ops: list[dict[str, Any]] = field(default_factory=list)
+    updown: ClassVar[bool] = True
+
+    failure_threshold: int = Field(3, ge=1, le=100, description="Consecutive failures before DOWN.")
+    success_threshold: int = Field(1, ge=1, le=100, description="Consecutive successes before UP again.")
+    breaker_failures: int = Field(5, ge=1, le=1000,
+                                  description="Circuit breaker: after this many consecutive failures…")
+    breaker_interval_seconds: int = Field(300, ge=60, le=86400,
+                                          description="…check at most this often until a success.")
+    hide_url: bool = Field(False, description="On the public status page, show the monitor but not its URL.")
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -87,10 +94,11 @@ def phase(monitor_id: str, period: int) -> int:
     return zlib.crc32(monitor_id.encode()) % period
 
 
-def latest_slot(monitor: MonitorBase, now: datetime, breaker_open: bool) -> datetime:
-    """The most recent scheduled fire time at or before `now`."""
-    if breaker_open:
-        period = max(monitor.interval_seconds or 0, monitor.breaker_interval_seconds)
+def latest_slot(monitor: MonitorBase, now: datetime, stretched_to: int | None = None) -> datetime:
+    """The most recent scheduled fire time at or before `now`. `stretched_to`: a longer period while a circuit
+    breaker is open (None or 0: the monitor's own schedule)."""
+    if stretched_to:
+        period = max(monitor.interval_seconds or 0, stretched_to)
     elif monitor.cron:
         return croniter(monitor.cron, now + timedelta(microseconds=1)).get_prev(datetime).astimezone(timezone.utc)
     else:
@@ -100,9 +108,8 @@ def latest_slot(monitor: MonitorBase, now: datetime, breaker_open: bool) -> date
     return datetime.fromtimestamp(epoch - ((epoch - off) % period), tz=timezone.utc)
 
 
-def next_slot(monitor: MonitorBase, after: datetime, breaker_open: bool = False) -> datetime:
-    if monitor.cron and not breaker_open:
+def next_slot(monitor: MonitorBase, after: datetime, stretched_to: int | None = None) -> datetime:
+    if monitor.cron and not stretched_to:
         return croniter(monitor.cron, after).get_next(datetime).astimezone(timezone.utc)
-    period = max(monitor.interval_seconds or 0, monitor.breaker_interval_seconds) if breaker_open \
-        else (monitor.interval_seconds or 300)
-    return latest_slot(monitor, after, breaker_open) + timedelta(seconds=period)
+    period = max(monitor.interval_seconds or 0, stretched_to or 0) or 300
+    return latest_slot(monitor, after, stretched_to) + timedelta(seconds=period)

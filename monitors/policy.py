@@ -14,10 +14,24 @@ stays UP or stays DOWN produces an identical state and the engine writes nothing
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
-from monitors.base import CheckResult, Evaluation, MonitorBase
+from monitors.base import MonitorBase, UpDownPolicy
+from monitors.contract import (CheckResult, CloseDowntime, DowntimeOp, Evaluation, Kind, OpenDowntime, Vocabulary,
+                               healthy, red, warning)
 from shared.events import Event, EventType
+from shared.text import duration
+
+
+class UpDown(str, Enum):
+    """The statuses of an up/down monitor."""
+
+    PENDING = "PENDING"
+    UP = "UP"
+    DEGRADED = "DEGRADED"
+    DOWN = "DOWN"
+    ERROR = "ERROR"
 
 
 def _iso(dt: datetime) -> str:
@@ -59,11 +73,11 @@ def error_policy(monitor: MonitorBase, kind: str, state: dict[str, Any], result:
     return False
 
 
-def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], result: CheckResult,
+def evaluate_updown(monitor: UpDownPolicy, kind: str, prev: dict[str, Any], result: CheckResult,
                     now: datetime) -> Evaluation:
     state = dict(prev) if prev else {"status": "PENDING", "fails": 0, "oks": 0}
     events: list[Event] = []
-    ops: list[dict[str, Any]] = []
+    ops: list[DowntimeOp] = []
 
     def event(type_: EventType, severity: str, message: str, **details: Any) -> None:
         events.append(Event(type=type_, kind=kind, monitor_id=monitor.id or "", monitor_name=monitor.name,
@@ -87,11 +101,11 @@ def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], resul
                 started = _dt(state.pop("down_since", None))
                 seconds = round((now - started).total_seconds()) if started else None
                 if started:
-                    ops.append({"op": "close_downtime", "started_at": _iso(started), "ended_at": _iso(now)})
+                    ops.append(CloseDowntime(started, now))
                 state.pop("notified_at", None)
                 status = healthy
                 event(EventType.MONITOR_UP, "info", f"{monitor.name} is up again"
-                      + (f" after {_duration(seconds)}" if seconds is not None else "") + ".",
+                      + (f" after {duration(seconds)}" if seconds is not None else "") + ".",
                       downtime_seconds=seconds, latency_ms=result.latency_ms)
         elif status == "UP" and healthy == "DEGRADED":
             status = healthy
@@ -111,7 +125,7 @@ def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], resul
             state["down_since"] = _iso(started)
             state["notified_at"] = _iso(now)
             status = "DOWN"
-            ops.append({"op": "open_downtime", "started_at": _iso(started), "reason": result.error})
+            ops.append(OpenDowntime(started, result.error))
             event(EventType.MONITOR_DOWN, "critical", f"{monitor.name} is down: {result.error}",
                   error=result.error, since=_iso(started), failures=state["fails"])
         elif status == "DOWN" and monitor.renotify_minutes:
@@ -124,13 +138,23 @@ def evaluate_updown(monitor: MonitorBase, kind: str, prev: dict[str, Any], resul
     return Evaluation(state, status, events, ops)
 
 
-def breaker_open(monitor: MonitorBase, state: dict[str, Any] | None) -> bool:
-    return bool(state) and int(state.get("fails", 0)) >= monitor.breaker_failures
+def breaker_open(monitor: UpDownPolicy, state: dict[str, Any] | None) -> bool:
+    return bool(state) and int((state or {}).get("fails", 0)) >= monitor.breaker_failures
 
 
-def _duration(seconds: int) -> str:
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+U = TypeVar("U", bound=UpDownPolicy)
+
+
+class UpDownKind(Kind[U]):
+    """A kind with an up/down target: the shared up/down policy, its circuit breaker and its statuses."""
+
+    statuses = Vocabulary(UpDown, {"UP": healthy(), "DEGRADED": warning("Degraded", 30), "DOWN": red("Down", 100)})
+
+    def evaluate(self, cfg: U, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
+        return evaluate_updown(cfg, self.name, prev, result, now)
+
+    def breaker_open(self, cfg: U, state: dict[str, Any] | None) -> bool:
+        return breaker_open(cfg, state)
+
+    def breaker_interval(self, cfg: U) -> int | None:
+        return cfg.breaker_interval_seconds

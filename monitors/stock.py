@@ -24,31 +24,34 @@ Forecast: the average purchase rate over the last `HISTORY` quantity changes kep
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import re
 import time
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, Literal
 
-import aiohttp
 from pydantic import Field, model_validator
 
-from monitors.base import CheckResult, Evaluation, MonitorBase
+from monitors.base import MonitorBase
+from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, warning
 from monitors.policy import error_policy
 from shared.events import Event, EventType
-from shared.storage import clip
+from shared.text import clip
 
 KIND = "stock"
-UNIQUE_FIELD = "product_id"  # the 409 message of shared/service.py names it
 HISTORY = 10  # quantity changes kept in the state for the forecast
 MIN_PURCHASES = 2  # decreases needed before a forecast is made
-RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)  # waits between the tries of one cycle's request (3 tries)
-MAX_REPLY_BYTES = 32 * 1024 * 1024
 FORECAST_KEYS = ("consumption_per_day", "days_to_stockout", "stockout_at")
 
 log = logging.getLogger("monitor.stock")
+
+
+class StockStatus(str, Enum):
+    PENDING = "PENDING"
+    OK = "OK"
+    LOW = "LOW"
+    HIGH = "HIGH"
+    ERROR = "ERROR"
 
 
 class Config(MonitorBase):
@@ -65,7 +68,7 @@ class Config(MonitorBase):
                                               "projected stock-out is sooner than this many days (off when empty).")
 
     @model_validator(mode="after")
-    def _thresholds(self) -> "Config":
+    def _thresholds(self) -> Config:
         if self.threshold_low is not None and self.threshold_high is not None \
                 and self.threshold_low > self.threshold_high:
             raise ValueError("threshold_low must not be greater than threshold_high")
@@ -75,69 +78,7 @@ class Config(MonitorBase):
         return [str(self.product_id)]
 
 
-# ------------------------------------------------------------------------------------------- WHMCS client
-
-
-class WhmcsError(Exception):
-    """GetProducts failed for the whole cycle. `transient` ones are retried within the cycle."""
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-def _secrets(settings: Any) -> list[str]:
-    values = [s.get_secret_value() for s in (settings.whmcs_secret, settings.whmcs_access_key) if s is not None]
-    return sorted((v for v in values if v), key=len, reverse=True)
-
-
-def scrub(text: str, settings: Any) -> str:
-    """The text with the WHMCS secret and access key blanked (in case a server or library echoes them)."""
-    for secret in _secrets(settings):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _int(value: Any) -> int | None:
-    """WHMCS sends numbers as numbers or as strings ("12", "12.00"); anything else is None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,12}(?:\.0*)?\s*", value):
-        return int(float(value))
-    return None
-
-
-def _on(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "on", "yes")
-    return bool(value)
-
-
-def products_of(reply: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """{pid: product} from a GetProducts reply: `products.product` is a list, or one object when there is
-    a single product (XML-style replies), and `products` is missing or "" when nothing matched."""
-    products = reply.get("products")
-    if products in (None, "", [], {}):
-        return {}
-    if not isinstance(products, dict):
-        raise WhmcsError(f"unexpected GetProducts reply: 'products' is a {type(products).__name__}")
-    items = products.get("product")
-    if items in (None, "", [], {}):
-        return {}
-    if isinstance(items, dict):
-        items = [items]
-    if not isinstance(items, list):
-        raise WhmcsError(f"unexpected GetProducts reply: 'products.product' is a {type(items).__name__}")
-    out: dict[int, dict[str, Any]] = {}
-    for item in items:
-        pid = _int(item.get("pid")) if isinstance(item, dict) else None
-        if pid is not None:
-            out[pid] = item
-    return out
+# ------------------------------------------------------------------------------------------------ check
 
 
 def stock_of(product: dict[str, Any]) -> tuple[int | None, str]:
@@ -145,6 +86,8 @@ def stock_of(product: dict[str, Any]) -> tuple[int | None, str]:
 
     Older releases send `stockcontrol` and `stocklevel` only for products with stock control; 8.12+ sends
     `quantity_available`. An explicit `stockcontrol` that is off means there is no stock to watch."""
+    from shared.clients.whmcs import as_int
+
     control = product.get("stockcontrol")
     explicit_off = control is not None and not _on(control)
     if _on(control) and product.get("stocklevel") is not None:
@@ -156,110 +99,35 @@ def stock_of(product: dict[str, Any]) -> tuple[int | None, str]:
     else:
         return None, "it has no stock control in WHMCS (turn on Stock Control for the product, or delete " \
                      "this monitor)"
-    quantity = _int(product[field])
+    quantity = as_int(product[field])
     if quantity is None:
         return None, f"WHMCS sent a stock level that is not a whole number ({field}={clip(str(product[field]), 40)!r})"
     return quantity, field
 
 
-def _hint(message: str) -> str:
-    text = message.lower()
-    if "authentication" in text:
-        return " (check WHMCS_IDENTIFIER and WHMCS_SECRET)"
-    if "invalid ip" in text or "ip address" in text:
-        return " (allow this app's outbound IP under API IP Access Restriction in WHMCS, or set WHMCS_ACCESS_KEY)"
-    return ""
+def _on(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "on", "yes")
+    return bool(value)
 
 
-async def _request(http: aiohttp.ClientSession, settings: Any, form: dict[str, str]) -> dict[int, dict[str, Any]]:
-    timeout = settings.whmcs_timeout_seconds
-    try:
-        # No redirects: a POST would be turned into a GET (losing the form) or re-sent with the secret elsewhere.
-        async with http.post(settings.whmcs_api_url, data=form, allow_redirects=False,
-                             timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            body = bytearray()
-            async for chunk in resp.content.iter_chunked(256 * 1024):  # read(n) returns what is buffered
-                body += chunk
-                if len(body) > MAX_REPLY_BYTES:
-                    break
-            status, content_type = resp.status, resp.content_type
-    except (asyncio.TimeoutError, TimeoutError):
-        raise WhmcsError(f"WHMCS did not answer within {timeout:g} s", transient=True) from None
-    except aiohttp.ClientConnectorError as error:
-        reason = error.os_error.strerror if error.os_error and error.os_error.strerror else type(error).__name__
-        raise WhmcsError(f"cannot connect to WHMCS at {error.host}:{error.port}: {reason}", transient=True) from None
-    except aiohttp.ClientError as error:
-        raise WhmcsError(f"the request to WHMCS failed: {type(error).__name__}: {error}", transient=True) from None
-
-    reply: Any = None
-    try:
-        reply = json.loads(bytes(body).decode("utf-8-sig"))
-    except ValueError:
-        pass
-    if isinstance(reply, dict) and reply.get("result") == "error":
-        message = clip(" ".join(str(reply.get("message") or "no reason given").split()), 300) or ""
-        where = "" if status == 200 else f" (HTTP {status})"
-        raise WhmcsError(f"WHMCS refused GetProducts{where}: {message}{_hint(message)}",
-                         transient=status >= 500 or status == 429)
-    if status >= 500 or status == 429:
-        raise WhmcsError(f"WHMCS answered HTTP {status}", transient=True)
-    if 300 <= status < 400:
-        raise WhmcsError(f"WHMCS answered HTTP {status} (a redirect): set WHMCS_API_URL to the final URL of "
-                         "includes/api.php")
-    if status >= 400:
-        raise WhmcsError(f"WHMCS answered HTTP {status}" + (" (is WHMCS_API_URL …/includes/api.php?)"
-                                                             if status == 404 else ""))
-    if len(body) > MAX_REPLY_BYTES:
-        raise WhmcsError(f"WHMCS's reply is larger than {MAX_REPLY_BYTES // 2**20} MiB")
-    if not isinstance(reply, dict):
-        raise WhmcsError(f"WHMCS answered with something that is not a JSON object ({content_type or 'no type'}, "
-                         f"{len(body)} bytes): is WHMCS_API_URL the URL of includes/api.php?")
-    if reply.get("result") != "success":
-        raise WhmcsError(f"unexpected GetProducts reply (result={clip(str(reply.get('result')), 40)!r})")
-    return products_of(reply)
-
-
-async def get_products(http: aiohttp.ClientSession, settings: Any, pids: list[int]) -> tuple[dict[int, dict], int]:
-    """One GetProducts request for all `pids` (retried on transient failures); ({pid: product}, tries)."""
-    form = {"action": "GetProducts", "identifier": settings.whmcs_identifier or "",
-            "secret": settings.whmcs_secret.get_secret_value() if settings.whmcs_secret else "",
-            "responsetype": "json", "pid": ",".join(str(p) for p in pids)}
-    if settings.whmcs_access_key is not None and settings.whmcs_access_key.get_secret_value():
-        form["accesskey"] = settings.whmcs_access_key.get_secret_value()
-    tries = len(RETRY_DELAYS) + 1
-    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
-        try:
-            return await _request(http, settings, form), attempt
-        except WhmcsError as error:
-            error.args = (scrub(str(error), settings),)
-            if not error.transient or delay is None:
-                error.attempts = attempt  # type: ignore[attr-defined]
-                raise
-            log.warning("WHMCS GetProducts failed (try %d of %d), trying again in %.1f s: %s", attempt, tries,
-                        delay, error)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _not_configured(settings: Any) -> list[str]:
-    return [name for name, value in (("WHMCS_API_URL", settings.whmcs_api_url),
-                                     ("WHMCS_IDENTIFIER", settings.whmcs_identifier),
-                                     ("WHMCS_SECRET", settings.whmcs_secret)) if not value]
-
-
-async def check_batch(configs: list[Config], ctx: Any) -> dict[str, CheckResult]:
+async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:
     """Every monitor of the cycle from one GetProducts request; a failed request is an ERROR for each."""
+    from shared.clients import whmcs
+    from shared.outbound.errors import OutboundError
+
     settings = ctx.settings
     if not configs:
         return {}
-    missing = _not_configured(settings)
+    missing = whmcs.not_configured(settings)
     if missing:
         text = f"WHMCS is not configured: set {', '.join(missing)}"
         return {c.id or "": CheckResult("error", error=text, data={"product_id": c.product_id}) for c in configs}
     started = time.perf_counter()
     try:
-        products, attempts = await get_products(ctx.http, settings, sorted({c.product_id for c in configs}))
-    except WhmcsError as error:
+        products, attempts = await whmcs.get_products(ctx.trusted_http, settings,
+                                                      sorted({c.product_id for c in configs}))
+    except OutboundError as error:
         latency = round((time.perf_counter() - started) * 1000, 1)
         tries = getattr(error, "attempts", 1)
         log.error("WHMCS GetProducts failed after %d tr%s: %s", tries, "y" if tries == 1 else "ies", error)
@@ -281,7 +149,7 @@ async def check_batch(configs: list[Config], ctx: Any) -> dict[str, CheckResult]
         quantity, where = stock_of(product)
         if quantity is None:
             label = f"product {cfg.product_id}" + (f" ({name})" if name else "")
-            out[cfg.id or ""] = CheckResult("error", latency, scrub(f"{label}: {where}", settings), data)
+            out[cfg.id or ""] = CheckResult("error", latency, whmcs.scrub(f"{label}: {where}", settings), data)
             continue
         out[cfg.id or ""] = CheckResult("up", latency, None, {**data, "quantity": quantity, "stock_field": where})
     return out
@@ -431,3 +299,28 @@ def _breach_event(event: Any, breach: str, name: str, qty: int, cfg: Config, fc_
     else:
         event(EventType.THRESHOLD_BREACH_HIGH, "warning", f"{name} stock is {still}high: {qty} (high threshold "
               f"{cfg.threshold_high}).", quantity=qty, **limits, **extra)
+
+
+class Stock(Kind[Config]):
+    name = KIND
+    Config = Config
+    title = "Stock"
+    unique_field = "product_id"
+    statuses = Vocabulary(StockStatus, {"OK": healthy(), "LOW": warning("Low stock", 50, breach=True),
+                                        "HIGH": warning("High stock", 45, breach=True)})
+    metrics = {"stock_quantity": "Stock level of the WHMCS product, from the latest check."}
+
+    async def check_batch(self, cfgs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:
+        return await check_batch(cfgs, ctx)
+
+    def evaluate(self, cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
+        return evaluate(cfg, prev, result, now)
+
+    def target(self, cfg: Config) -> str:
+        return f"pid {cfg.product_id}"
+
+    def samples(self, row: dict[str, Any]) -> list[Sample]:
+        return [Sample("stock_quantity", row.get("quantity"))]
+
+
+PLUGIN = Stock()

@@ -1,26 +1,28 @@
-"""Website checks (seed 001 and its "future enhancements"): status, latency, body assertions, TLS expiry.
+"""Website checks: status, latency, body assertions, TLS expiry, on the up/down policy.
 
 aiohttp does the I/O: at 500 concurrent requests it spends ~0.2 ms CPU per request, where requests with
-threads spends ~0.9 ms and httpx ~13 ms (see README, Benchmarks).
+threads spends ~0.9 ms and httpx ~13 ms (see README, Benchmarks). Every request goes through the outbound guard.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-from cryptography import x509
 from pydantic import Field, field_validator, model_validator
 
-from monitors.base import CheckResult, Evaluation, MonitorBase
-from monitors.policy import evaluate_updown
+from monitors.base import UpDownPolicy
+from monitors.contract import CheckContext, CheckResult, Evaluation, Sample
+from monitors.policy import UpDownKind
 from shared.events import Event, EventType
+
+if TYPE_CHECKING:
+    import aiohttp
 
 KIND = "website"
 MAX_BODY_BYTES = 1024 * 1024
@@ -29,7 +31,7 @@ _STATUS_ITEM = re.compile(r"^(?:([1-5])xx|(\d{3})(?:-(\d{3}))?)$")
 _FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # aiohttp refuses to send these
 
 
-class Config(MonitorBase):
+class Config(UpDownPolicy):
     kind: Literal["website"] = "website"
     url: str = Field(..., max_length=2048, description="http:// or https:// URL to check.")
     method: Literal["GET", "HEAD", "POST"] = "GET"
@@ -108,11 +110,6 @@ class Config(MonitorBase):
     def unique_keys(self) -> list[str]:
         return [normalize_url(self.url)]
 
-    def public_view(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
-        data["headers"] = {k: ("***" if SENSITIVE_HEADER.search(k) else v) for k, v in self.headers.items()}
-        return data
-
 
 def normalize_url(url: str) -> str:
     parts = urlsplit(url.strip())
@@ -123,10 +120,11 @@ def normalize_url(url: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _status_matcher(items: tuple[str, ...]):  # noqa: ANN202
+def _status_matcher(items: tuple[str, ...]) -> Callable[[int], bool]:
     ranges = []
     for item in items:
         m = _STATUS_ITEM.match(item)
+        assert m is not None  # validated
         if m.group(1):
             base = int(m.group(1)) * 100
             ranges.append((base, base + 99))
@@ -137,55 +135,19 @@ def _status_matcher(items: tuple[str, ...]):  # noqa: ANN202
 
 @lru_cache(maxsize=1024)
 def _cert_expiry(der: bytes) -> datetime:
+    from cryptography import x509
+
     return x509.load_der_x509_certificate(der).not_valid_after_utc
 
 
-def _peer_cert_expiry(resp: aiohttp.ClientResponse) -> datetime | None:
-    # shared.engine.PeerCertResponse keeps the certificate: resp.connection is usually gone by now.
-    der = getattr(resp, "peer_cert", None)
-    return _cert_expiry(der) if der else None
-
-
-async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
-    """Up to MAX_BODY_BYTES of the body (content.read(n) returns only what is buffered so far)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= MAX_BODY_BYTES:
-            break
-    return b"".join(chunks)[:MAX_BODY_BYTES]
-
-
-def _text(body: bytes, resp: aiohttp.ClientResponse) -> str:
-    """The body in its declared charset, or UTF-8 when none or a bogus one is declared (never raises)."""
-    try:
-        return body.decode(resp.charset or "utf-8", errors="replace")
-    except (LookupError, ValueError):  # unknown ("utf8mb4"), or not a text codec ("base64")
-        return body.decode("utf-8", errors="replace")
-
-
-def _describe(error: BaseException, cfg: Config) -> str:
-    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-        return f"timed out after {cfg.timeout_seconds:g} s"
-    if isinstance(error, aiohttp.TooManyRedirects):
-        return "too many redirects (redirect loop?)"
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate rejected: {error.certificate_error}"
-    if isinstance(error, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve host {urlsplit(cfg.url).hostname}"
-    if isinstance(error, aiohttp.ClientSSLError):
-        return f"TLS error: {error}"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        reason = error.os_error.strerror if error.os_error and error.os_error.strerror else str(error)
-        return f"cannot connect to {error.host}:{error.port}: {reason}"
-    if isinstance(error, aiohttp.ClientError):
-        return f"{type(error).__name__}: {error}"
-    raise error  # not a site failure: a bug in us, reported as ERROR by the engine
-
-
 async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
+    import aiohttp
+
+    from shared.outbound.body import decode, read_capped
+    from shared.outbound.errors import describe
+    from shared.outbound.guard import OutboundRefused
+    from shared.outbound.http import peer_cert
+
     data: dict[str, Any] = {}
     started = time.perf_counter()
     try:
@@ -193,22 +155,30 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
                                 allow_redirects=cfg.follow_redirects, max_redirects=10,
                                 ssl=None if cfg.verify_tls else False,
                                 timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds)) as resp:
-            expiry = _peer_cert_expiry(resp)
-            body = await _read_body(resp) if cfg.method != "HEAD" else b""
+            der = peer_cert(resp)
+            body = (await read_capped(resp, MAX_BODY_BYTES))[0] if cfg.method != "HEAD" else b""
             latency = (time.perf_counter() - started) * 1000
             data["status_code"] = resp.status
             if resp.history:
                 data["final_url"] = str(resp.url)[:1000]
+    except OutboundRefused as error:  # the target is not allowed: the operator's problem, not the site's
+        return CheckResult("error", None, str(error), data)
     except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
-        return CheckResult("down", round((time.perf_counter() - started) * 1000, 1), _describe(error, cfg), data)
-    if expiry is not None:
+        text = describe(error, cfg.timeout_seconds)
+        if text is None:
+            raise  # not a site failure: a bug in us, reported as ERROR by the engine
+        if isinstance(getattr(error, "os_error", None), OutboundRefused):
+            return CheckResult("error", None, text, data)
+        return CheckResult("down", round((time.perf_counter() - started) * 1000, 1), text, data)
+    if der is not None:
+        expiry = _cert_expiry(der)
         data["cert_expires_at"] = expiry
         data["cert_days_left"] = int((expiry - datetime.now(timezone.utc)).total_seconds() // 86400)
     latency = round(latency, 1)
     if not _status_matcher(tuple(cfg.expected_status))(resp.status):
         return CheckResult("down", latency, f"HTTP {resp.status} (expected {', '.join(cfg.expected_status)})", data)
     if cfg.keyword is not None or cfg.body_regex is not None:
-        text = _text(body, resp)
+        text = decode(body, resp.charset)
         if cfg.keyword is not None and (cfg.keyword in text) == cfg.keyword_absent:
             where = "found" if cfg.keyword_absent else "not found"
             return CheckResult("down", latency, f"keyword {cfg.keyword!r} {where} in the response", data)
@@ -220,29 +190,64 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
     return CheckResult("up", latency, None, data)
 
 
-async def check(cfg: Config, ctx: Any) -> CheckResult:
-    """Up to `attempts` tries with a short backoff; the last try's result stands."""
-    result = CheckResult("down")
-    for attempt in range(cfg.attempts):
-        result = await _once(cfg, ctx.http)
-        result.data["attempts"] = attempt + 1
-        if result.outcome != "down":
-            break
-        if attempt + 1 < cfg.attempts:
-            await asyncio.sleep(min(0.25 * 2**attempt, 2.0))
-    return result
+class _TryAgain(Exception):
+    """The site was down on a try that was not the last: the retry policy tries again after its backoff."""
 
 
-def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
-    ev = evaluate_updown(cfg, KIND, prev, result, now)
-    days = result.data.get("cert_days_left")
-    expiry = result.data.get("cert_expires_at")
-    if days is not None and expiry is not None and days <= cfg.cert_warning_days:
-        if ev.state.get("cert_warned_for") != expiry.isoformat():
-            ev.state["cert_warned_for"] = expiry.isoformat()
-            ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
-                                   monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
-                                   occurred_at=now, message=f"The TLS certificate of {cfg.url} expires in "
-                                   f"{days} day(s), on {expiry:%Y-%m-%d}.",
-                                   details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
-    return ev
+class Website(UpDownKind[Config]):
+    name = KIND
+    Config = Config
+    title = "Websites"
+    unique_field = "url"
+    metrics = {"website_certificate_days_left": "Days until the website's TLS certificate expires.",
+               "website_http_status_code": "HTTP status of the website's latest check."}
+
+    async def check(self, cfg: Config, ctx: CheckContext) -> CheckResult:
+        """Up to `attempts` tries with a short backoff; the last try's result stands."""
+        from shared.outbound.retry import WEBSITE
+
+        result = CheckResult("down")
+        try:
+            async for attempt in WEBSITE.tries(_TryAgain, f"website check {cfg.id}", attempts=cfg.attempts):
+                with attempt:
+                    result = await _once(cfg, ctx.http)
+                    result.data["attempts"] = attempt.num
+                    if result.outcome == "down" and attempt.num < cfg.attempts:
+                        raise _TryAgain(result.error)
+        except _TryAgain:  # the policy stopped early (its time budget): the last result stands
+            pass
+        return result
+
+    def evaluate(self, cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
+        ev = super().evaluate(cfg, prev, result, now)
+        days = result.data.get("cert_days_left")
+        expiry = result.data.get("cert_expires_at")
+        if days is not None and expiry is not None and days <= cfg.cert_warning_days:
+            if ev.state.get("cert_warned_for") != expiry.isoformat():
+                ev.state["cert_warned_for"] = expiry.isoformat()
+                ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
+                                       monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
+                                       occurred_at=now, message=f"The TLS certificate of {cfg.url} expires in "
+                                       f"{days} day(s), on {expiry:%Y-%m-%d}.",
+                                       details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
+        return ev
+
+    def public_view(self, cfg: Config) -> dict[str, Any]:
+        data = cfg.model_dump(mode="json")
+        data["headers"] = {k: ("***" if SENSITIVE_HEADER.search(k) else v) for k, v in cfg.headers.items()}
+        return data
+
+    def target(self, cfg: Config) -> str:
+        return cfg.url
+
+    def public_url(self, cfg: Config) -> str | None:
+        return None if cfg.hide_url else cfg.url
+
+    def samples(self, row: dict[str, Any]) -> list[Sample]:
+        return [Sample("website_certificate_days_left", row.get("cert_days_left")),
+                Sample("website_http_status_code", row.get("status_code"))]
+
+
+PLUGIN = Website()
+check = PLUGIN.check
+evaluate = PLUGIN.evaluate

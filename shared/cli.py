@@ -23,16 +23,17 @@ from typing import Any
 
 from tabulate import tabulate
 
-from shared import service, snapshots
+from shared import manage, rules, snapshots
+from shared.errors import Invalid, NotFound, ServiceError
+from shared.manage.history import WINDOWS
 from shared.settings import SettingsError, get_settings
-from shared.storage import Store
 
 
 def _fields(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise service.Invalid(f"expected field=value, got {pair!r}", [{"field": pair, "message": "no '='"}])
+            raise Invalid(f"expected field=value, got {pair!r}", [{"field": pair, "message": "no '='"}])
         key, raw = pair.split("=", 1)
         try:
             out[key.strip()] = json.loads(raw)
@@ -54,22 +55,9 @@ def _cell(value: Any) -> Any:
 
 
 def _monitor_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def parts_list(m: dict[str, Any]) -> str:  # parts: "8 lines ×10" or "BOM of Widget rev 2 ×10"
-        if m.get("kind") != "parts":
-            return ""
-        if m.get("parts"):
-            what = f"{len(m['parts'])} line{'' if len(m['parts']) == 1 else 's'}"
-        else:
-            ref = m.get("assembly") or {}
-            what = "BOM of " + (f"pk {ref['pk']}" if ref.get("pk") else ref.get("name") or f"IPN {ref.get('ipn')}") \
-                + (f" rev {ref['version']}" if ref.get("version") else "")
-        return f"{what} ×{m.get('kits', 1)}"
-
     return [{"id": m["id"], "kind": m["kind"], "name": m["name"], "enabled": m["enabled"],
              "status": m["state"]["status"], "schedule": m.get("cron") or f"{m.get('interval_seconds')} s",
-             "target": m.get("url") or (f"pid {m['product_id']}" if m.get("product_id") is not None else "")
-             or parts_list(m)}
-            for m in items]
+             "target": m.get("target", "")} for m in items]
 
 
 def _render(command: str, data: Any) -> str:
@@ -149,54 +137,56 @@ def _render_status(data: dict[str, Any]) -> str:
 
 
 async def _dispatch(args: argparse.Namespace) -> Any:
+    from shared.storage import Store
+
     settings = get_settings()
     async with Store.open(settings) as store:
         c = args.command
         if c == "add":
-            return await service.create_monitor(store, {"kind": args.kind, **_fields(args.fields)})
+            return await manage.create_monitor(store, {"kind": args.kind, **_fields(args.fields)})
         if c == "list":
-            return {"items": await service.list_monitors(store, args.kind)}
+            return {"items": await manage.list_monitors(store, args.kind)}
         if c == "show":
-            return await service.get_monitor(store, args.id)
+            return await manage.get_monitor(store, args.id)
         if c == "update":
-            return await service.update_monitor(store, args.id, _fields(args.fields))
+            return await manage.update_monitor(store, args.id, _fields(args.fields))
         if c in ("enable", "disable"):
-            return await service.set_enabled(store, args.id, c == "enable")
+            return await manage.set_enabled(store, args.id, c == "enable")
         if c == "delete":
-            await service.delete_monitor(store, args.id)
+            await manage.delete_monitor(store, args.id)
             return {"id": args.id, "deleted": True}
         if c == "run":
             if bool(args.id) == bool(args.kind):
-                raise service.Invalid("give a monitor id or --kind, not both",
+                raise Invalid("give a monitor id or --kind, not both",
                                       [{"field": "id/--kind", "message": "exactly one"}])
             if args.kind:
-                return await service.run_kind(store, settings, args.kind)
-            return await service.run_monitor(store, settings, args.id)
+                return await manage.run_kind(store, settings, args.kind)
+            return await manage.run_monitor(store, settings, args.id)
         if c == "results":
-            return await service.results(store, args.id, service.parse_limit(args.limit),
-                                         service.parse_time(args.before, "before"))
+            return await manage.results(store, args.id, manage.parse_limit(args.limit),
+                                         manage.parse_time(args.before, "before"))
         if c == "downtimes":
-            return await service.downtimes(store, args.id)
+            return await manage.downtimes(store, args.id)
         if c == "uptime":
-            return await service.uptime(store, args.id, args.window)
+            return await manage.uptime(store, args.id, args.window)
         if c == "events":
-            return await service.events(store, service.parse_limit(args.limit), monitor_id=args.monitor)
+            return await manage.events(store, manage.parse_limit(args.limit), monitor_id=args.monitor)
         if c in ("pause", "resume"):
-            return await service.set_paused(store, args.kind, c == "pause")
+            return await manage.set_paused(store, args.kind, c == "pause")
         if c == "health":
-            return (await service.health(store, settings))[1]
+            return (await manage.health(store, settings))[1]
         if c == "status":
             return await snapshots.status(store)
         if c == "snapshot":
             return await snapshots.take_snapshot(store, settings, args.persist, args.wait)
         if c == "rules":
             if args.action == "list":
-                return {"items": await snapshots.list_rules(store)}
+                return {"items": await rules.list_rules(store)}
             if args.action == "add":
-                return await snapshots.create_rule(store, _fields(args.fields))
+                return await rules.create_rule(store, _fields(args.fields))
             if args.action == "update":
-                return await snapshots.update_rule(store, args.id, _fields(args.fields))
-            await snapshots.delete_rule(store, args.id)
+                return await rules.update_rule(store, args.id, _fields(args.fields))
+            await rules.delete_rule(store, args.id)
             return {"id": args.id, "deleted": True}
         raise AssertionError(c)
 
@@ -223,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     res.add_argument("--before")
     up = sub.add_parser("uptime")
     up.add_argument("id")
-    up.add_argument("--window", default="24h", choices=list(service.WINDOWS))
+    up.add_argument("--window", default="24h", choices=list(WINDOWS))
     ev = sub.add_parser("events")
     ev.add_argument("--limit", default="20")
     ev.add_argument("--monitor")
@@ -254,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except service.ServiceError as exc:
+    except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         for d in exc.details:
             print(f"  {d['field']}: {d['message']}", file=sys.stderr)
-        return 1 if isinstance(exc, service.NotFound) else 2
+        return 1 if isinstance(exc, NotFound) else 2
     print(json.dumps(data, indent=2, default=str) if args.json else _render(args.command, data))
     if args.command == "run":
         rows = data.get("results", [data])

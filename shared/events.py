@@ -20,29 +20,42 @@ class EventType(str, Enum):
     # checker problems: go to the operator, never to a monitor's audience
     MONITOR_ERROR = "MONITOR_ERROR"
     MONITOR_ERROR_CLEARED = "MONITOR_ERROR_CLEARED"
-    # stock (seed 000)
+    # stock
     STOCK_INCREASED = "STOCK_INCREASED"
     STOCK_DECREASED = "STOCK_DECREASED"
     THRESHOLD_BREACH_LOW = "THRESHOLD_BREACH_LOW"
     THRESHOLD_BREACH_HIGH = "THRESHOLD_BREACH_HIGH"
     THRESHOLD_CLEARED = "THRESHOLD_CLEARED"
     STOCKOUT_FORECAST = "STOCKOUT_FORECAST"  # projected stock-out closer than stockout_alert_days
-    # parts lists (seed 002): the availability report, e-mailed to the monitor's recipients
+    # parts lists: the availability report, e-mailed to the monitor's recipients
     PARTS_REPORT = "PARTS_REPORT"
-    # resources (seed 004): a metric's status changed (one event per check naming every change), or a reminder
+    # resources: a metric's status changed (one event per check naming every change), or a reminder
     RESOURCE_WARNING = "RESOURCE_WARNING"
     RESOURCE_ALERT = "RESOURCE_ALERT"
     RESOURCE_RECOVERED = "RESOURCE_RECOVERED"  # every changed metric is back to OK
-    # alert rules over snapshot metrics (seed 003): kind "alert_rule", monitor_id = the rule's id; they go to the
-    # rule's recipients (carried in details["recipients"]; see shared/mailer.py recipients_for)
+    # alert rules over snapshot metrics: kind "alert_rule", monitor_id = the rule's id; they go to the rule's
+    # recipients (carried in details["recipients"]; see shared/notify/pipeline.py recipients_for)
     ALERT_RULE_FIRING = "ALERT_RULE_FIRING"
     ALERT_RULE_RESOLVED = "ALERT_RULE_RESOLVED"
-    # cycle lifecycle (seed 000): recorded as tick records for /health, never e-mailed
+    # timer-run lifecycle: recorded as tick records for /health, never e-mailed
     MONITOR_STARTED = "MONITOR_STARTED"
     MONITOR_COMPLETED = "MONITOR_COMPLETED"
 
 
 Severity = Literal["info", "warning", "critical"]
+
+
+class DeliveryStatus(str, Enum):
+    """An event's delivery, as stored on its row and shown by GET /events."""
+
+    NONE = "none"  # nobody is told (tick records)
+    QUEUED = "queued"
+    RETRYING = "retrying"
+    SENT = "sent"
+    PARTIAL = "partial"  # some recipients got it, others failed permanently
+    FAILED = "failed"
+    DISABLED = "disabled"  # GLOBAL_EMAIL_NOTIFICATIONS_ENABLED is false
+    NO_RECIPIENTS = "no_recipients"
 
 # Who is told: the monitor's recipients ("audience") or the operator (ADMIN_EMAIL_RECIPIENTS); None = nobody.
 OPERATOR_TYPES = {EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED}
@@ -63,6 +76,8 @@ class Event(BaseModel):
     occurred_at: datetime = Field(default_factory=utcnow)
     message: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+    confirm: dict[str, str] = Field(default_factory=dict, description="State fields the delivery path records once "
+                                    "a recipient accepted this event's message (e.g. a report's hash).")
 
     @property
     def audience(self) -> Literal["monitor", "operator", "none"]:

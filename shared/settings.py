@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     # --- engine --------------------------------------------------------------------------------------------
     check_concurrency: int = Field(100, alias="CHECK_CONCURRENCY", ge=1, le=5000)
+    # Networks checks may reach although they are not public (loopback, private, link-local, …): comma-separated
+    # CIDRs; empty = public addresses only (shared/outbound/guard.py).
+    outbound_allow_cidrs: str | None = Field(None, alias="OUTBOUND_ALLOW_CIDRS")
     result_retention_days: int = Field(90, alias="RESULT_RETENTION_DAYS", ge=1, le=3650)
     rollup_retention_days: int = Field(400, alias="ROLLUP_RETENTION_DAYS", ge=1, le=3650)
 
@@ -82,6 +85,19 @@ class Settings(BaseSettings):
             raise ValueError("must be the http(s) base URL of InvenTree, e.g. https://inventree.example.com")
         value = value.rstrip("/")
         return value[:-4] if value.lower().endswith("/api") else value  # links and /api/… are built from the base
+
+    @field_validator("outbound_allow_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str | None) -> str | None:
+        import ipaddress
+
+        for part in (value or "").replace(";", ",").replace(" ", ",").split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{part.strip()!r} is not a network (e.g. 127.0.0.1/32, 10.0.0.0/8)") from None
+        return value
 
     @field_validator("admin_recipients", "default_recipients", mode="before")
     @classmethod

@@ -80,7 +80,20 @@ def azurite() -> str:
 BASE_ENV = {
     "GLOBAL_EMAIL_NOTIFICATIONS_ENABLED": "false",
     "CHECK_CONCURRENCY": "50",
+    # The test servers listen on 127.0.0.1; the outbound-guard tests use other loopback addresses (127.0.0.2, …),
+    # which stay refused.
+    "OUTBOUND_ALLOW_CIDRS": "127.0.0.1/32",
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_retry_waits():
+    """Every retry policy keeps its attempts, without the backoff waits (shared/outbound/retry.py)."""
+    from shared.outbound import retry
+
+    retry.testing(True)
+    yield
+    retry.testing(False)
 
 
 @pytest.fixture

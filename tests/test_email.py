@@ -29,8 +29,8 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 import monitors
-from shared import mailer
-from shared.blueprints.mail import bp
+from shared import notify
+from shared.triggers.mail import bp
 from shared.events import Event, EventType
 from shared.notify import EmailChannel, Notification, PermanentError, TransientError, message_id
 from shared.settings import get_settings
@@ -41,12 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALICE, BOB = "alice@example.org", "bob@example.net"
 OPS, ONCALL = "ops@example.org", "oncall@example.org"
 MAX_DEQUEUE = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["maxDequeueCount"]
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    """Keep the in-invocation backoff (0.2 s, 0.5 s in production) short; the logic is the same."""
-    monkeypatch.setattr(mailer, "RETRY_DELAYS", (0.01, 0.02))
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -193,7 +187,7 @@ def test_blueprint_binds_the_two_queues():
         (binding,) = json.loads(fns[name].get_function_json())["bindings"]
         assert binding["type"] == "queueTrigger" and binding["direction"] == "IN" and binding["name"] == "msg"
         assert binding["queueName"] == queue and binding["connection"] == "AzureWebJobsStorage"
-    assert mailer.MAX_DEQUEUE_COUNT == MAX_DEQUEUE  # host.json and the operator's notice agree
+    assert notify.MAX_DEQUEUE_COUNT == MAX_DEQUEUE  # host.json and the operator's notice agree
 
 
 # ------------------------------------------------------------------------------------------------ scenarios
@@ -310,7 +304,7 @@ async def test_451_is_retried_inside_the_invocation_then_by_redelivery(storage, 
         await publish(store, second)
         runs = await host.drain(EVENTS_QUEUE, "send_event_email")
         assert [(r.outcome, r.dequeue_count) for r in runs] == [("failed", 1), ("ok", 2)]
-        assert isinstance(runs[0].error, mailer.DeliveryDeferred) and "451" in str(runs[0].error)
+        assert isinstance(runs[0].error, notify.DeliveryDeferred) and "451" in str(runs[0].error)
         assert len(smtp.to(BOB)) == 1
         assert (await event_row(store, second))["delivery"] == "sent"
 

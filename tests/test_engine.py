@@ -16,8 +16,9 @@ import pytest
 
 import monitors
 from monitors.base import CheckResult, MonitorBase, latest_slot
+from monitors.contract import CloseDowntime, OpenDowntime
 from monitors.policy import breaker_open, evaluate_updown
-from shared.engine import OUTBOX_GRACE, due_monitors, run_kind, run_monitor
+from shared.engine import OUTBOX_GRACE, due_monitors, payloads, run_kind, run_monitor
 from shared.events import Event, EventType
 from shared.storage import StateRow, Store, unique_row
 from targets import site, targets  # noqa: F401 - fixtures
@@ -150,8 +151,7 @@ def test_reminders_come_every_renotify_minutes_while_down_and_stop_after_recover
     up = evaluate_updown(cfg, KIND, state, UP, t0 + timedelta(minutes=16))
     assert [e.type for e in up.events] == [EventType.MONITOR_UP]
     assert up.events[0].details["downtime_seconds"] == 16 * 60
-    assert up.ops == [{"op": "close_downtime", "started_at": t0.isoformat(),
-                       "ended_at": (t0 + timedelta(minutes=16)).isoformat()}]
+    assert up.ops == [CloseDowntime(t0, t0 + timedelta(minutes=16))]
     again = evaluate_updown(cfg, KIND, up.state, DOWN, t0 + timedelta(minutes=17))
     assert [(e.type, e.details.get("reminder")) for e in again.events] == [(EventType.MONITOR_DOWN, None)]
 
@@ -336,7 +336,7 @@ def test_a_checker_error_goes_to_the_operator_and_leaves_the_outage_alone():
     cfg = _cfg(failure_threshold=1)
     t0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
     down = evaluate_updown(cfg, KIND, {}, DOWN, t0)
-    assert [op["op"] for op in down.ops] == ["open_downtime"]
+    assert [type(op) for op in down.ops] == [OpenDowntime]
 
     broken = CheckResult("error", error="checker failed: RuntimeError: boom")
     error = evaluate_updown(cfg, KIND, down.state, broken, t0 + timedelta(minutes=1))
@@ -353,7 +353,7 @@ def test_a_checker_error_goes_to_the_operator_and_leaves_the_outage_alone():
     assert resumed.ops == []  # the same outage continues: no second window, no second MONITOR_DOWN
     up = evaluate_updown(cfg, KIND, resumed.state, UP, t0 + timedelta(minutes=4))
     assert [e.type for e in up.events] == [EventType.MONITOR_UP]
-    assert up.ops[0]["started_at"] == t0.isoformat()
+    assert up.ops[0].started_at == t0
 
     fresh = evaluate_updown(cfg, KIND, {}, broken, t0)
     assert fresh.status == "ERROR" and fresh.ops == []
@@ -367,8 +367,7 @@ async def test_a_checker_error_event_is_stored_and_queued_for_the_operator(store
     t = utcnow()
     broken = CheckResult("error", error="checker failed: RuntimeError: boom")
     ev = evaluate_updown(cfg, KIND, {}, broken, t)
-    await store.commit_state(KIND, cfg.id, ev.state, ev.status, None,
-                             [{"id": e.id, "event": e.model_dump(mode="json"), "ops": ev.ops} for e in ev.events])
+    await store.commit_state(KIND, cfg.id, ev.state, ev.status, None, payloads(ev.events, ev.ops))
     # The next cycle (a minute later) publishes it; the site itself is fine.
     await run_kind(store, settings, KIND, trigger="manual", now=utcnow() + timedelta(minutes=1))
     events = await events_of(store, cfg.id)

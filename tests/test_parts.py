@@ -28,7 +28,8 @@ import pytest
 from inventree_fake import RECORDED_BASE, TOKEN, FakeInvenTree, inventree, load  # noqa: F401 - fixture
 from monitors import parse_spec, parts
 from monitors.base import CheckResult
-from shared import mailer, service
+from shared import manage, notify
+from shared.clients import inventree as inventree_client
 from shared.events import EventType
 from shared.settings import SettingsError, get_settings
 from shared.storage import EVENTS_QUEUE, POISON_QUEUE, Conflict, Store
@@ -42,13 +43,6 @@ SENSOR = [{"ipn": "RES-10K-0603", "quantity": 4}, {"name": "STM32F103C8T6", "qua
           {"pk": 8, "quantity": 1}]  # R ×4 (1400), MCU ×1 (25), Widget PCB rev B ×1 (40)
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    """Short backoffs (InvenTree: 0.5 s, 2 s; SMTP: 0.2 s, 0.5 s in production); the logic is the same."""
-    monkeypatch.setattr(mailer, "RETRY_DELAYS", (0.01, 0.02))
-    monkeypatch.setattr(parts, "RETRY_DELAYS", (0.01, 0.02))
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -60,12 +54,12 @@ async def setup(env, smtp: SmtpServer, fake: FakeInvenTree, **extra: str) -> tup
 
 async def add(store: Store, name: str = "Sensor board", **spec: Any) -> str:
     """Create a parts monitor the way the API does."""
-    view = await service.create_monitor(store, {"kind": "parts", "name": name, "recipients": [ALICE], **spec})
+    view = await manage.create_monitor(store, {"kind": "parts", "name": name, "recipients": [ALICE], **spec})
     return view["id"]
 
 
 async def run(store: Store, settings: Any, mid: str) -> dict[str, Any]:
-    return await service.run_monitor(store, settings, mid)
+    return await manage.run_monitor(store, settings, mid)
 
 
 async def deliver(storage: str) -> list[Run]:
@@ -495,12 +489,12 @@ async def test_assembly_mode_takes_the_bom_from_inventree(storage, env, smtp, in
             "pk 999999: no such part in InvenTree"]
 
         # a BOM longer than one page is read page by page; an unpaginated answer is taken whole
-        monkeypatch.setattr(parts, "PAGE_SIZE", 3)
+        monkeypatch.setattr(inventree_client, "PAGE_SIZE", 3)
         inventree.reset_counters()
         assert (await run(store, settings, lean))["lines"] == 6
         assert inventree.paths("/api/bom/") == ["/api/bom/?part=12&limit=3", "/api/bom/?part=12&limit=3&offset=3",
                                                 "/api/bom/?part=12&limit=3&offset=6"]
-        monkeypatch.setattr(parts, "PAGE_SIZE", 0)  # limit=0: InvenTree answers a plain array
+        monkeypatch.setattr(inventree_client, "PAGE_SIZE", 0)  # limit=0: InvenTree answers a plain array
         inventree.reset_counters()
         assert (await run(store, settings, mid))["lines"] == 7
         assert inventree.paths("/api/bom/") == ["/api/bom/?part=12&limit=0"]
@@ -568,7 +562,7 @@ async def test_lookups_are_batched_shared_and_bounded(storage, env, smtp, invent
         await add(store, name="Again", parts=[{"pk": 4, "quantity": 2}, {"ipn": "RES-10K-0603", "quantity": 1},
                                                {"pk": 100, "quantity": 1}])
         inventree.reset_counters()
-        summary = await service.run_kind(store, settings, "parts")
+        summary = await manage.run_kind(store, settings, "parts")
         assert summary["checked"] == 2
         paths = inventree.paths()
         assert len(paths) == len(set(paths)) == 51
@@ -769,7 +763,7 @@ def test_a_huge_list_stays_within_the_queue_message_and_the_entity_limits():
     detail = parts.result_data(report)["detail"]
     assert len(detail) <= parts.DETAIL_BUDGET and json.loads(detail)["short_omitted"] > 0
     assert parts.result_data(report)["warnings"] == 71
-    rendered = mailer.render_event(event, _mail_settings())
+    rendered = notify.render_event(event, _mail_settings())
     assert f"and {event.details['omitted_rows']} more line(s)" in rendered.html
     assert len(html_table(rendered.html)[1]) == len(event.details["rows"])
 
@@ -785,7 +779,7 @@ def _mail_settings() -> Any:
 
 async def test_confirm_last_hash_retries_on_a_concurrent_write(settings, monkeypatch):
     async with Store.open(settings) as store:
-        assert await store.confirm_last_hash("parts", "cd" * 16, "h1") is False  # no state: nothing to confirm
+        assert await store.confirm_state("parts", "cd" * 16, {"last_hash": "h1"}) is False  # no state: nothing to confirm
         await store.commit_state("parts", "cd" * 16, {"status": "OK"}, "OK", None, [])
         stale = await store.get_state("parts", "cd" * 16)
         await store.commit_state("parts", "cd" * 16, {"status": "SHORT"}, "SHORT", stale.etag, [])  # the engine
@@ -797,7 +791,7 @@ async def test_confirm_last_hash_retries_on_a_concurrent_write(settings, monkeyp
             return stale if len(reads) == 1 else await real(kind, monitor_id)
 
         monkeypatch.setattr(store, "get_state", first_stale)
-        assert await store.confirm_last_hash("parts", "cd" * 16, "h1") is True
+        assert await store.confirm_state("parts", "cd" * 16, {"last_hash": "h1"}) is True
         assert len(reads) == 2  # the stale ETag lost, it re-read and won
         row = await real("parts", "cd" * 16)
         assert row.data == {"status": "SHORT", "last_hash": "h1"} and row.status == "SHORT"
@@ -807,4 +801,4 @@ async def test_confirm_last_hash_retries_on_a_concurrent_write(settings, monkeyp
 
         monkeypatch.setattr(store, "get_state", always_stale)
         with pytest.raises(Conflict):
-            await store.confirm_last_hash("parts", "cd" * 16, "h2", attempts=2)
+            await store.confirm_state("parts", "cd" * 16, {"last_hash": "h2"}, attempts=2)

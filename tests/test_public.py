@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from apphelp import functions, request
 from conftest import DEV_KEY, free_port
 from monitors import KINDS
-from shared import public, service, snapshots
+from shared import manage, rules, snapshots
+from shared.web import cache as public
 from shared.storage import Store, hour_floor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]
     async def monitor(spec: dict, status: str, latency: float, age_days: int = 90, bad_days: dict | None = None,
                       per_hour: int = 60, state: dict | None = None, recent_down: int = 0,
                       slow_recent: bool = False) -> str:
-        mid = (await service.create_monitor(store, spec))["id"]
+        mid = (await manage.create_monitor(store, spec))["id"]
         ids[spec["name"]] = mid
         hours = {}
         start = top - timedelta(days=min(age_days, 90) - 1, hours=top.hour)
@@ -204,12 +205,12 @@ async def test_empty_public_endpoints(settings):
 async def test_status_page_shows_public_monitors_and_never_a_secret(settings):
     async with Store.open(settings) as store:
         ids = await seed_demo(store)
-        hook = (await service.create_monitor(store, {
+        hook = (await manage.create_monitor(store, {
             "kind": "website", "name": "Deploy hook", "url": "https://deploy:hunter2@hooks.example.com/ping?"
             "token=QUERY-SECRET-7f3a#frag", "method": "POST", "body": "BODY-SECRET-0b7e",
             "headers": {"Authorization": "Bearer HEADER-SECRET-91c2"}}))["id"]
         await store.commit_state("website", hook, {"status": "UP"}, "UP", None, [])
-        broken = (await service.create_monitor(store, {"kind": "stock", "name": "Gadget stock", "product_id": 7}))
+        broken = (await manage.create_monitor(store, {"kind": "stock", "name": "Gadget stock", "product_id": 7}))
         await store.commit_state("stock", broken["id"], {"status": "ERROR", "error": "ERROR-SECRET-55d1",
                                                          "since": datetime.now(timezone.utc).isoformat()},
                                  "ERROR", None, [])
@@ -259,7 +260,7 @@ def svg_text(root: ET.Element) -> str:
 async def test_badges_are_svg_and_only_for_public_monitors(settings):
     async with Store.open(settings) as store:
         ids = await seed_demo(store)
-        odd = (await service.create_monitor(store, {"kind": "website", "name": "Odd <&> \"quotes\"",
+        odd = (await manage.create_monitor(store, {"kind": "website", "name": "Odd <&> \"quotes\"",
                                                     "url": "https://odd.example.com/"}))["id"]
 
     async def badge(mid: str, name: str, window: str | None = None) -> tuple[int, ET.Element, dict]:
@@ -296,14 +297,14 @@ async def test_prometheus_text_parses_with_the_real_parser(settings):
     now = datetime.now(timezone.utc)
     tricky = 'Quote " back\\slash\nnewline'
     async with Store.open(settings) as store:
-        site = (await service.create_monitor(store, {"kind": "website", "name": tricky,
+        site = (await manage.create_monitor(store, {"kind": "website", "name": tricky,
                                                      "url": "https://a.example.com/"}))["id"]
-        stock = (await service.create_monitor(store, {"kind": "stock", "name": "Widget", "product_id": 42}))["id"]
-        kit = (await service.create_monitor(store, {"kind": "parts", "name": "Kit",
+        stock = (await manage.create_monitor(store, {"kind": "stock", "name": "Widget", "product_id": 42}))["id"]
+        kit = (await manage.create_monitor(store, {"kind": "parts", "name": "Kit",
                                                     "parts": [{"ipn": "X", "quantity": 1}]}))["id"]
-        disk = (await service.create_monitor(store, {"kind": "resource", "name": "Disk",
+        disk = (await manage.create_monitor(store, {"kind": "resource", "name": "Disk",
                                                      "source": {"type": "local"}}))["id"]
-        pending = (await service.create_monitor(store, {"kind": "website", "name": "Later",
+        pending = (await manage.create_monitor(store, {"kind": "website", "name": "Later",
                                                         "url": "https://b.example.com/"}))["id"]
         await store.write_results([
             store.result_entity(site, now, {"outcome": "up", "latency_ms": 123.4, "status_code": 200,
@@ -320,7 +321,7 @@ async def test_prometheus_text_parses_with_the_real_parser(settings):
         for kind, mid, status in (("website", site, "UP"), ("stock", stock, "OK"), ("parts", kit, "SHORT"),
                                   ("resource", disk, "WARNING")):
             await store.commit_state(kind, mid, {"status": status}, status, None, [])
-        await snapshots.create_rule(store, {"metric": "threshold_breaches", "operator": ">", "threshold": 0,
+        await rules.create_rule(store, {"metric": "threshold_breaches", "operator": ">", "threshold": 0,
                                             "name": "Breaches"})
         await snapshots.take_snapshot(store, settings, persist=True)
 

@@ -23,9 +23,12 @@ import monitors
 from apphelp import call, functions
 from azure_monitor_fake import SUBSCRIPTION, VM, WORKSPACE, FakeCredential, azure_ca, azure_monitor  # noqa: F401
 from monitors import resource
+from monitors.resource import sources
 from monitors.base import CheckResult
-from shared import mailer, openapi, service
+from shared import manage, notify
+from shared.engine import check_context
 from shared.events import EventType
+from shared.web import openapi
 from shared.settings import get_settings
 from shared.storage import EVENTS_QUEUE, Store
 from test_email import Host, Run
@@ -37,11 +40,6 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 GB = 1024 ** 3
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    monkeypatch.setattr(mailer, "RETRY_DELAYS", (0.01, 0.02))
-
-
 @pytest.fixture
 async def store(settings):
     async with Store.open(settings) as opened:
@@ -49,10 +47,10 @@ async def store(settings):
 
 
 @pytest.fixture
-async def ctx(settings):
-    """What the engine hands a check: its HTTP session and the settings."""
-    async with aiohttp.ClientSession() as http:
-        yield SimpleNamespace(http=http, settings=settings)
+async def ctx(settings, store):
+    """What the engine hands a check: its HTTP sessions, the settings and the app-storage port."""
+    async with check_context(settings, store) as made:
+        yield made
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -60,13 +58,13 @@ async def ctx(settings):
 
 async def add(store: Store, source: dict[str, Any], name: str = "Server", **fields: Any) -> str:
     """Create a resource monitor the way the API does."""
-    view = await service.create_monitor(store, {"kind": "resource", "name": name, "recipients": [ALICE],
+    view = await manage.create_monitor(store, {"kind": "resource", "name": name, "recipients": [ALICE],
                                                 "source": source, **fields})
     return view["id"]
 
 
 async def run(store: Store, mid: str) -> dict[str, Any]:
-    return await service.run_monitor(store, get_settings(), mid)
+    return await manage.run_monitor(store, get_settings(), mid)
 
 
 async def events_of(store: Store, mid: str) -> list[dict[str, Any]]:
@@ -95,14 +93,14 @@ def observed(cfg: resource.Config, *values: float, **extra: Any) -> CheckResult:
     """What a check of `cfg` returns when it measured `values` (one metric per value)."""
     src = cfg.source
     names = ["queue chunks", "second"]
-    return resource._result(src, [resource._metric(names[i], v, "messages", src, **extra)
+    return sources.result_of(src, [sources.make_metric(names[i], v, "messages", src, **extra)
                                   for i, v in enumerate(values)], 1.0)
 
 
 def disk_result(cfg: resource.Config, used: int, total: int = 100 * GB) -> CheckResult:
     src = cfg.source
     free = total - used
-    return resource._result(src, [resource._metric("disk /", 100 * used / total, "%", src.disk, path="/",
+    return sources.result_of(src, [sources.make_metric("disk /", 100 * used / total, "%", src.disk, path="/",
                                                    used_bytes=used, free_bytes=free, total_bytes=total)], 1.0)
 
 
@@ -161,7 +159,7 @@ def test_defaults_and_the_metric_namespace_from_the_resource_id():
                    "alert": 2, "resource_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/"
                                               "Microsoft.Storage/storageAccounts/shop/queueServices/default"}).source
     assert nested.metric_namespace == "Microsoft.Storage/storageAccounts/queueServices"
-    assert resource.metrics_endpoint("westeurope") == "https://westeurope.metrics.monitor.azure.com"
+    assert sources.metrics_endpoint("westeurope") == "https://westeurope.metrics.monitor.azure.com"
 
 
 # ------------------------------------------------------------------------------------------- local (psutil)
@@ -239,7 +237,7 @@ async def test_a_forced_disk_alert_sends_one_email_and_one_recovery_email(storag
             assert "resource" in part and "critical" in part and "Disk /" in part
             assert f"https://monitor.example.org/api/v1/monitors/{mid}" in part
 
-        await service.update_monitor(store, mid, {"source": {"type": "local", "disk": {"warn": 99.98, "alert": 99.99},
+        await manage.update_monitor(store, mid, {"source": {"type": "local", "disk": {"warn": 99.98, "alert": 99.99},
                                                              "memory": None}})
         assert [(await run(store, mid))["status"] for _ in range(2)] == ["OK", "OK"]
         assert await deliver(storage) == [Run("ok", 1)]
@@ -468,12 +466,12 @@ async def test_no_credential_and_unreachable_endpoints_are_checker_errors(ctx, m
         async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
             raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token")
 
-    monkeypatch.setattr(resource, "make_credential", lambda settings: Unavailable())
+    monkeypatch.setattr(sources, "make_credential", lambda settings: Unavailable())
     result = await resource.check(spec(metric_source()), ctx)
     assert result.error.startswith("no Azure credential for Azure Monitor metrics: DefaultAzureCredential failed")
 
-    monkeypatch.setattr(resource, "make_credential", lambda settings: FakeCredential())
-    monkeypatch.setattr(resource, "METRICS_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(sources, "make_credential", lambda settings: FakeCredential())
+    monkeypatch.setattr(sources, "METRICS_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
     result = await resource.check(spec(metric_source()), ctx)
     assert result.outcome == "error" and result.error.startswith("cannot reach Azure Monitor metrics")
 
@@ -625,7 +623,7 @@ async def test_the_timer_checks_every_kind_of_source_in_one_batch(store, storage
            await add(store, {"type": "local", "memory": None}, name="disk"),
            await add(store, metric_source(), name="web-1"),
            await add(store, log_source(), name="shop logs")}
-    summary = await service.run_kind(store, settings, "resource", trigger="timer")
+    summary = await manage.run_kind(store, settings, "resource", trigger="timer")
     assert summary["checked"] == 4 and summary["errors"] == 0
     assert {r["monitor_id"] for r in summary["results"]} == ids
     assert len(azure_monitor.requests) == 2

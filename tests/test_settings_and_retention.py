@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import service
+from shared import manage
 from shared.settings import SETTING_NAMES, SettingsError, get_settings
 from shared.storage import Store, hour_floor, unique_row
 
@@ -89,23 +89,23 @@ async def test_rollups_feed_uptime_and_retention_purges_old_rows(settings):
         rows.append(Store.result_entity(mid, now - timedelta(days=100), {"outcome": "up", "latency_ms": 5.0}))
         await store.write_results(rows)
 
-        before = await service.uptime(store, mid, "7d")  # nothing rolled up yet: all from raw rows
-        done = await service.rollup(store, now=now)
+        before = await manage.uptime(store, mid, "7d")  # nothing rolled up yet: all from raw rows
+        done = await manage.rollup(store, now=now)
         assert done["rollups"] >= 95  # 4 days of hours: the first run reaches back to the retention horizon
-        after = await service.uptime(store, mid, "7d")
+        after = await manage.uptime(store, mid, "7d")
         assert after["rolled_up_until"] == hour_floor(now).isoformat()
         assert after["checks"] == before["checks"] == 576
         assert after["uptime_percent"] == before["uptime_percent"] == pytest.approx(83.333, abs=0.01)
         assert after["min_latency_ms"] == 100.0 and after["max_latency_ms"] == 102.0
-        day = await service.uptime(store, mid, "24h")
+        day = await manage.uptime(store, mid, "24h")
         assert 140 <= day["checks"] <= 150
 
         # running the rollup again changes nothing (an hour is recomputed whole)
         await store.set_kind_meta("_rollup", rolled_until=now - timedelta(days=2))
-        await service.rollup(store, now=now)
-        assert (await service.uptime(store, mid, "7d"))["checks"] == 576
+        await manage.rollup(store, now=now)
+        assert (await manage.uptime(store, mid, "7d"))["checks"] == 576
 
-        purged = await service.purge(store, settings, now=now)
+        purged = await manage.purge(store, settings, now=now)
         assert purged["results"] == 1
         left = await store.query_results(mid, limit=10000)
         assert len(left) == 576  # recent results untouched

@@ -18,7 +18,7 @@ from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from apphelp import call, functions, request
-from shared import engine, service, snapshots
+from shared import VERSION, engine, manage, rules, snapshots
 from shared.events import Event, EventType
 from shared.settings import get_settings
 from shared.storage import EVENTS_QUEUE, Store, hour_floor
@@ -49,7 +49,7 @@ async def site():
 
 
 async def make(store: Store, **spec) -> str:
-    return (await service.create_monitor(store, spec))["id"]
+    return (await manage.create_monitor(store, spec))["id"]
 
 
 async def set_state(store: Store, kind: str, mid: str, status: str, **data) -> None:
@@ -91,7 +91,7 @@ async def test_every_endpoint_answers_an_empty_system_with_typed_json(settings):
     assert {k["kind"] for k in boot["kinds"]} >= {"website", "stock", "parts"}
     assert all(k["schema"]["type"] == "object" for k in boot["kinds"])
     assert [m["name"] for m in boot["metrics"]] == snapshots.metric_names()
-    assert boot["operators"] == [">", ">=", "<", "<=", "==", "!="] and boot["version"] == service.VERSION
+    assert boot["operators"] == [">", ">=", "<", "<=", "==", "!="] and boot["version"] == VERSION
     assert "ALERT_RULE_FIRING" in boot["event_types"]
 
     status, stored = await call("snapshot", "POST", "v1/snapshot", params={"persist": "true"})
@@ -216,7 +216,7 @@ async def test_snapshot_counts_and_names_every_monitor(settings, site):
 def test_a_huge_explanation_is_cut_but_counts_stay_exact():
     members = [{"id": f"{i:032x}", "name": "monitor " + "x" * 200} for i in range(5000)]
     snap = {"by_status": {"UP": {"count": 5000, "monitors": members}}, "metrics": {"monitors_ok": 5000}}
-    text = snapshots._fit(snap, budget=200_000)
+    text = snapshots.fit(snap, budget=200_000)
     assert len(text.encode("utf-16-le")) <= 200_000
     cut = json.loads(text)
     assert cut["by_status"]["UP"]["count"] == 5000 and cut["metrics"]["monitors_ok"] == 5000
@@ -434,7 +434,7 @@ async def test_rule_events_reach_the_rules_recipients_through_the_mail_function(
     async with Store.open(settings) as store:
         mid = await make(store, kind="website", name="Shop", url="http://127.0.0.1:9/", recipients=["shop@example.org"])
         await set_state(store, "website", mid, "DOWN", down_since=datetime.now(timezone.utc).isoformat())
-        await snapshots.create_rule(store, {"name": "Anything down", "metric": "monitors_down", "operator": ">",
+        await rules.create_rule(store, {"name": "Anything down", "metric": "monitors_down", "operator": ">",
                                             "threshold": 0, "recipients": [OPS, "oncall@example.org"]})
         snap = await snapshots.take_snapshot(store, settings, persist=True)
         assert len(snap["alert_rules"]["fired"]) == 1
@@ -484,7 +484,7 @@ def test_cli_rules_snapshot_and_status(storage):
 def test_openapi_documents_every_route_of_the_public_blueprint(settings):
     import function_app
     from devhost import discover
-    from shared import openapi
+    from shared.web import openapi
 
     names = {"status", "snapshot", "history", "timeseries", "bootstrap", "alert_rules", "alert_rule",
              "prometheus_metrics", "status_page", "badge"}

@@ -23,8 +23,9 @@ from pydantic import ValidationError
 import monitors
 from apphelp import call, functions
 from monitors import stock
+from shared.clients.whmcs import products_of
 from monitors.base import CheckResult
-from shared import service
+from shared import manage
 from shared.engine import run_kind, run_monitor
 from shared.events import EventType
 from shared.settings import get_settings
@@ -37,12 +38,6 @@ from helpers import events_of, queued, types
 ROOT = Path(__file__).resolve().parent.parent
 KIND = "stock"
 ALICE, OPS = "alice@example.org", "ops@example.org"
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    """Keep the backoff between GetProducts tries short (0.5 s, 2 s in production); the logic is the same."""
-    monkeypatch.setattr(stock, "RETRY_DELAYS", (0.01, 0.02))
 
 
 @pytest.fixture
@@ -62,7 +57,7 @@ async def store(stock_settings):
 
 async def create(store: Store, product_id: int, **fields: Any) -> str:
     """A stock monitor made the way the API and the CLI make it."""
-    view = await service.create_monitor(store, {"kind": KIND, "product_id": product_id, **fields})
+    view = await manage.create_monitor(store, {"kind": KIND, "product_id": product_id, **fields})
     return view["id"]
 
 
@@ -118,7 +113,7 @@ async def test_initial_purchase_restock_unchanged(store, storage, stock_settings
     assert len(whmcs.requests) == 4
     assert whmcs.requests[0] == {"action": "GetProducts", "identifier": IDENTIFIER, "secret": SECRET,
                                  "responsetype": "json", "pid": "42"}
-    view = await service.get_monitor(store, mid)
+    view = await manage.get_monitor(store, mid)
     assert view["name"] == "VPS Small" and view["state"]["status"] == "OK"
 
 
@@ -241,7 +236,7 @@ async def test_a_removed_product_puts_only_its_monitor_in_error_until_it_is_back
     assert error["type"] == "MONITOR_ERROR" and error["monitor_name"] == "Removed"
     assert "product 2 is not in WHMCS's reply" in error["message"]
     assert [e["type"] for e in await queued(storage)] == ["MONITOR_ERROR"]  # for the operator (see audience)
-    assert (await service.get_monitor(store, removed))["state"]["error"].startswith("product 2 is not")
+    assert (await manage.get_monitor(store, removed))["state"]["error"].startswith("product 2 is not")
 
     await run_monitor(store, stock_settings, removed)  # still gone: no second MONITOR_ERROR
     whmcs.products[2] = product
@@ -343,7 +338,7 @@ async def test_whmcs_that_never_answers_in_time_is_an_error_after_three_tries(en
         mid = await create(store, 1)
         whmcs.fail("slow")
         outcome = await run_monitor(store, settings, mid)
-    assert outcome.status == "ERROR" and outcome.result.error == "WHMCS did not answer within 0.3 s"
+    assert outcome.status == "ERROR" and outcome.result.error == "WHMCS: no answer within 0.3 s"
     assert len(whmcs.requests) == 3 and outcome.result.data["attempts"] == 3
 
 
@@ -393,11 +388,11 @@ async def test_the_reply_shapes_whmcs_sends(store, stock_settings, whmcs):
 
 
 def test_stock_fields_and_shapes_are_read_leniently():
-    assert stock.products_of({"result": "success", "products": ""}) == {}
-    assert stock.products_of({"result": "success", "totalresults": 0}) == {}
-    assert stock.products_of({"products": {"product": []}}) == {}
-    assert list(stock.products_of({"products": {"product": {"pid": "3", "name": "x"}}})) == [3]
-    assert list(stock.products_of({"products": {"product": [{"pid": 1}, {"pid": "2"}, "junk"]}})) == [1, 2]
+    assert products_of({"result": "success", "products": ""}) == {}
+    assert products_of({"result": "success", "totalresults": 0}) == {}
+    assert products_of({"products": {"product": []}}) == {}
+    assert list(products_of({"products": {"product": {"pid": "3", "name": "x"}}})) == [3]
+    assert list(products_of({"products": {"product": [{"pid": 1}, {"pid": "2"}, "junk"]}})) == [1, 2]
     assert stock.stock_of({"quantity_available": 4}) == (4, "quantity_available")
     assert stock.stock_of({"quantity_available": "4"}) == (4, "quantity_available")
     assert stock.stock_of({"stockcontrol": "true", "stocklevel": "12"}) == (12, "stocklevel")
@@ -683,12 +678,12 @@ async def test_the_whmcs_secret_never_leaks(storage, env, smtp, whmcs, caplog):
             whmcs.fail(mode)
             whmcs.set(1, quantity)
             summary = await run_kind(store, settings, KIND, trigger="manual")
-            seen_text.append(json.dumps(await service.run_kind(store, settings, KIND), default=str))
+            seen_text.append(json.dumps(await manage.run_kind(store, settings, KIND), default=str))
             seen_text += [repr(o) for o in summary.outcomes]
         whmcs.fail(None)
-        seen_text.append(json.dumps([await service.results(store, m, limit=100) for m in mids], default=str))
-        seen_text.append(json.dumps(await service.events(store, limit=200), default=str))
-        seen_text.append(json.dumps(await service.list_monitors(store), default=str))
+        seen_text.append(json.dumps([await manage.results(store, m, limit=100) for m in mids], default=str))
+        seen_text.append(json.dumps(await manage.events(store, limit=200), default=str))
+        seen_text.append(json.dumps(await manage.list_monitors(store), default=str))
         states, outbox = await store.load_states(KIND)
         seen_text.append(json.dumps({k: v.data for k, v in states.items()}, default=str))
         seen_text.append(json.dumps(await queued(storage), default=str))

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 import monitors
 from monitors import website
 from monitors.base import CheckResult
-from shared.engine import CheckContext, http_session
+from shared.engine import check_context
 from shared.events import EventType
 from targets import KEYWORD, refused_url, site, targets, tls_site, unresolvable_url  # noqa: F401 - fixtures
 
@@ -32,8 +32,7 @@ def settings(env):  # noqa: ARG001 - env points the settings at Azurite; these t
 @pytest.fixture
 async def check(settings):
     """check(url, **config) → CheckResult, through the app's own HTTP session."""
-    async with http_session(settings) as http:
-        ctx = CheckContext(http, settings)
+    async with check_context(settings, None) as ctx:
 
         async def run(url: str, **fields: Any) -> CheckResult:
             return await website.check(spec(url, **fields), ctx)
@@ -152,7 +151,7 @@ async def test_a_site_slower_than_the_timeout_is_down_timed_out(check, site):
     result = await check(site.url, timeout_seconds=0.3)
     assert time.perf_counter() - started < 1.2  # gave up at the timeout, did not wait for the answer
     assert result.outcome == "down"
-    assert result.error == "timed out after 0.3 s"
+    assert result.error == "no answer within 0.3 s"
 
 
 # ------------------------------------------------------------------------------------------- redirects

@@ -1,0 +1,246 @@
+"""The kind contract: what a check type is, in code.
+
+A kind is one module with one `Kind` subclass and one line in the registry (monitors/__init__.py). The engine,
+the API, the CLI, the OpenAPI document, the snapshots, the status page and Prometheus know kinds only through
+this class — never by name:
+
+- `name`, `Config` (a pydantic model, a `MonitorBase` with `kind: Literal[name]`), `title` (plural, for pages);
+- `check(cfg, ctx)` for one monitor, or `check_batch(cfgs, ctx)` for every due monitor of a tick at once (the
+  default runs `check` with at most `ctx.concurrency` in flight; a kind that asks one service for many monitors
+  overrides it);
+- `evaluate(cfg, state, result, now)`: pure; the new state, status, events and downtime operations;
+- `statuses`: the kind's status vocabulary (which are healthy, breaches, down; what a visitor reads);
+- hooks for what shared code shows: `unique_keys`, `public_view`, `target`, `public_url`, `result_view`,
+  `readings` (for /metrics), `samples` (Prometheus), `breaker_open`, and `email_templates`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from monitors.base import MonitorBase
+    from shared.events import Event, EventType
+    from shared.settings import Settings
+
+log = logging.getLogger("monitor.kinds")
+
+Outcome = Literal["up", "degraded", "down", "error"]
+Tone = Literal["ok", "warn", "down", "grey"]
+
+
+# ------------------------------------------------------------------------------------------ vocabulary
+
+
+class Common(str, Enum):
+    """The statuses every kind has."""
+
+    PENDING = "PENDING"  # never checked
+    ERROR = "ERROR"  # the check itself could not run (the operator is told)
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """How shared code treats one status: healthy (counted as OK), a threshold breach, red (the system is down),
+    its severity (for ordering, worst first) and what a visitor of the status page reads."""
+
+    label: str
+    tone: Tone
+    severity: int
+    healthy: bool = False
+    breach: bool = False
+    red: bool = False
+
+
+def healthy(label: str = "Operational") -> StatusInfo:
+    return StatusInfo(label, "ok", 0, healthy=True)
+
+
+def warning(label: str, severity: int = 30, breach: bool = False) -> StatusInfo:
+    return StatusInfo(label, "warn", severity, breach=breach)
+
+
+def red(label: str, severity: int = 100, breach: bool = False) -> StatusInfo:
+    return StatusInfo(label, "down", severity, breach=breach, red=True)
+
+
+COMMON: dict[str, StatusInfo] = {
+    Common.PENDING.value: StatusInfo("Pending", "grey", 10),
+    Common.ERROR.value: StatusInfo("No data", "grey", 70),
+}
+
+
+class Vocabulary:
+    """A kind's statuses: its own enum members plus PENDING and ERROR."""
+
+    def __init__(self, statuses: type[Enum], info: dict[str, StatusInfo]) -> None:
+        missing = {m.value for m in statuses} - set(info) - set(COMMON)
+        if missing:
+            raise ValueError(f"no StatusInfo for {sorted(missing)}")
+        self.enum = statuses
+        self.info = {**COMMON, **info}
+
+    def __contains__(self, status: object) -> bool:
+        return status in self.info
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of status names
+        return iter(self.info)
+
+    def of(self, status: str) -> StatusInfo:
+        return self.info.get(status) or StatusInfo(status.title(), "warn", 50)
+
+
+# ------------------------------------------------------------------------------------- check and evaluate
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """What one check observed. `data` holds the kind's own scalar fields (stored as table properties)."""
+
+    outcome: Outcome
+    latency_ms: float | None = None
+    error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    checked_at: datetime | None = None  # when this check started (default: when the batch started)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDowntime:
+    """Open the monitor's downtime window that starts at `started_at` (idempotent: keyed by its start)."""
+
+    started_at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDowntime:
+    started_at: datetime
+    ended_at: datetime
+
+
+DowntimeOp = OpenDowntime | CloseDowntime
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What evaluate() decided: the new state, the events to publish and side effects (downtime windows)."""
+
+    state: dict[str, Any]
+    status: str
+    events: list[Event] = field(default_factory=list)
+    ops: list[DowntimeOp] = field(default_factory=list)
+
+
+class AppStorage(Protocol):
+    """The read-only port to the app's own storage account a check may use (application metrics)."""
+
+    async def queue_depth(self, name: str) -> int: ...
+
+    async def count_entities(self, table: str, flt: str | None, limit: int) -> int: ...
+
+
+@dataclass
+class CheckContext:
+    """What a check may use: one HTTP session for targets named by monitor definitions (behind the outbound
+    guard), one for endpoints named in the operator's settings (WHMCS, InvenTree, Azure), the settings, and a
+    read-only look at the app's storage."""
+
+    http: aiohttp.ClientSession
+    trusted_http: aiohttp.ClientSession
+    settings: Settings
+    app_storage: AppStorage
+    concurrency: int = 100
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One Prometheus sample a kind contributes: family (declared in `Kind.metrics`), extra labels, value."""
+
+    family: str
+    value: float | int | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+C = TypeVar("C", bound="MonitorBase")
+
+
+class Kind(Generic[C]):
+    """A check type. Subclass it once per kind and register an instance in monitors/__init__.py."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MonitorBase]]
+    statuses: ClassVar[Vocabulary]
+    title: ClassVar[str] = ""  # plural, for the status page's groups ("Websites")
+    unique_field: ClassVar[str | None] = None  # the field a 409 names when unique_keys collide
+    metrics: ClassVar[dict[str, str]] = {}  # Prometheus families this kind adds: name → help
+    email_templates: ClassVar[dict[EventType, str]] = {}  # event type → template name (monitors/templates)
+
+    # -- checking ---------------------------------------------------------------------------------------
+
+    async def check(self, cfg: C, ctx: CheckContext) -> CheckResult:
+        raise NotImplementedError(f"{self.name}: implement check or check_batch")
+
+    async def check_batch(self, cfgs: list[C], ctx: CheckContext) -> dict[str, CheckResult]:
+        """Every due monitor of a tick; by default `check` for each, at most `ctx.concurrency` at once. An
+        exception is that monitor's ERROR result, never the others'."""
+        gate = asyncio.Semaphore(max(1, ctx.concurrency))
+
+        async def one(cfg: C) -> tuple[str, CheckResult]:
+            async with gate:
+                started = datetime.now(timezone.utc)
+                try:
+                    result = await self.check(cfg, ctx)
+                except Exception as error:  # noqa: BLE001 - a failing monitor never stops the others
+                    log.exception("check of %s monitor %s (%s) failed", self.name, cfg.id, cfg.name)
+                    result = CheckResult("error", error=f"checker failed: {type(error).__name__}: {error}")
+                result.checked_at = result.checked_at or started
+                return cfg.id or "", result
+
+        return dict(await asyncio.gather(*(one(cfg) for cfg in cfgs)))
+
+    def evaluate(self, cfg: C, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
+        raise NotImplementedError
+
+    def breaker_open(self, cfg: C, state: dict[str, Any] | None) -> bool:
+        """While True the monitor is checked at its breaker interval (up/down kinds)."""
+        return False
+
+    def breaker_interval(self, cfg: C) -> int | None:
+        return None
+
+    # -- what shared code shows ---------------------------------------------------------------------------
+
+    def unique_keys(self, cfg: C) -> list[str]:
+        """Values that must be unique among monitors of this kind (e.g. a website's URL + method)."""
+        return []
+
+    def public_view(self, cfg: C) -> dict[str, Any]:
+        """The definition as the API shows it (secrets masked)."""
+        return cfg.model_dump(mode="json")
+
+    def target(self, cfg: C) -> str:
+        """What the monitor watches, in a few words (CLI tables)."""
+        return ""
+
+    def public_url(self, cfg: C) -> str | None:
+        """A URL a visitor of the status page may see (None: none)."""
+        return None
+
+    def result_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A stored result as the API shows it (the kind may decode its own fields)."""
+        return row
+
+    def readings(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The metric readings of a latest result for GET /api/v1/metrics; None: this kind has none."""
+        return None
+
+    def samples(self, row: dict[str, Any]) -> list[Sample]:
+        """Prometheus samples of the monitor's latest result (families from `metrics`)."""
+        return []

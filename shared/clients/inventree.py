@@ -1,0 +1,181 @@
+"""A small InvenTree REST client on the run's trusted aiohttp session.
+
+Token auth; at most MAX_IN_FLIGHT requests at once for the whole run (every parts monitor of a run shares one
+client, and lookups are memoised for its life, so common parts are fetched once); transient failures (5xx, 408,
+429, timeouts, refused connections) retried by the shared policy; both reply shapes of InvenTree's list endpoints
+(a plain array without `limit`, a `{count, next, previous, results}` envelope with it). Once InvenTree is
+unreachable or refuses the token, every later call of the run fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from shared.outbound.body import read_capped
+from shared.outbound.errors import PermanentError, TransientError, describe, is_transient
+from shared.outbound.retry import INVENTREE
+from shared.text import clip
+
+MAX_IN_FLIGHT = 8  # requests to InvenTree at once, for all parts monitors of one run together
+PAGE_SIZE = 100
+MAX_PAGES = 200
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+
+class InvenTreeError(PermanentError):
+    """InvenTree could not answer: the check is an ERROR (operator) and its report is critical."""
+
+    reason = "InvenTree could not be queried"  # what the report's audience is told (no details for them)
+
+
+class NotConfigured(InvenTreeError):
+    reason = "InvenTree is not configured"
+
+
+class AccessRefused(InvenTreeError):
+    reason = "InvenTree refused access"
+
+
+class Unreachable(InvenTreeError):
+    reason = "InvenTree unreachable"
+
+
+class BadReply(InvenTreeError):
+    reason = "InvenTree gave an unexpected answer"
+
+
+def detail(body: bytes) -> str:
+    """The gist of an error body: DRF's `detail`, else the JSON or text, short."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:  # e.g. a proxy's HTML error page
+        return clip(" ".join(re.sub(r"<[^>]*>", " ", text).split()), 200) or ""
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        return clip(data["detail"], 200) or ""
+    return clip(json.dumps(data, separators=(",", ":")), 200) or ""
+
+
+def regex_escape(text: str) -> str:
+    """Escape only what is special in Python's, PostgreSQL's and MySQL's regular expressions (not spaces)."""
+    return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", text)
+
+
+class InvenTree:
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str, timeout: float,
+                 concurrency: int = MAX_IN_FLIGHT) -> None:
+        self.http = http
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+        self._seconds = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._gate = asyncio.Semaphore(concurrency)
+        self._memo: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        self._fatal: InvenTreeError | None = None  # once unreachable or refused, every later call fails at once
+        self.requests = 0
+
+    @classmethod
+    def from_settings(cls, http: aiohttp.ClientSession, settings: Any) -> InvenTree:
+        if not settings.inventree_url:
+            raise NotConfigured("INVENTREE_URL is not set")
+        if settings.inventree_token is None:
+            raise NotConfigured("INVENTREE_TOKEN is not set")
+        return cls(http, settings.inventree_url, settings.inventree_token.get_secret_value(),
+                   settings.inventree_timeout_seconds)
+
+    def _fail_fast(self) -> None:
+        if self._fatal is not None:
+            raise type(self._fatal)(str(self._fatal))
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET {url}/api{path} → the parsed JSON, or None for 404. Transient failures are retried; 401/403 is
+        AccessRefused, not retried."""
+        self._fail_fast()
+        tries = 0
+        try:
+            async for attempt in INVENTREE.tries(is_transient, f"InvenTree GET {path}"):
+                with attempt:
+                    tries = attempt.num
+                    return await self._get_once(path, params)
+        except TransientError as error:
+            self._fatal = Unreachable(f"InvenTree at {self.url} unreachable after {tries} tries: {error}")
+            self._fail_fast()
+        raise AssertionError("unreachable")
+
+    async def _get_once(self, path: str, params: dict[str, Any] | None) -> Any:
+        async with self._gate:
+            self._fail_fast()
+            self.requests += 1
+            try:
+                async with self.http.get(f"{self.url}/api{path}", params=params, headers=self._headers,
+                                         timeout=self._timeout) as resp:
+                    status = resp.status
+                    body, cut = await read_capped(resp, MAX_REPLY_BYTES)
+            except Exception as error:  # noqa: BLE001 - network failures are transient; anything else a bug
+                text = describe(error, self._seconds)
+                if text is None:
+                    raise
+                raise TransientError(text) from None
+        if status in (401, 403):
+            self._fatal = AccessRefused(f"InvenTree refused the API token (INVENTREE_TOKEN): HTTP {status} "
+                                        f"{detail(body)}")
+            self._fail_fast()
+        if status == 404:
+            return None
+        if status >= 500 or status in (408, 429):
+            raise TransientError(f"HTTP {status} {detail(body)}".strip())
+        if status >= 300:
+            raise BadReply(f"HTTP {status} for {path}: {detail(body)}")
+        if cut:
+            raise BadReply(f"{path}: the reply is larger than {MAX_REPLY_BYTES // 2**20} MiB")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise BadReply(f"{path} did not answer JSON: is INVENTREE_URL ({self.url}) the InvenTree server?") \
+                from None
+
+    async def list(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a list endpoint. Asks for pages of PAGE_SIZE; a server that ignores `limit` (or an
+        older one) answers a plain array of everything, which is taken as is."""
+        items: list[dict[str, Any]] = []
+        for _ in range(MAX_PAGES):
+            query = {**params, "limit": PAGE_SIZE, **({"offset": len(items)} if items else {})}
+            page = await self.get(path, query)
+            if page is None:
+                raise BadReply(f"{path} not found (HTTP 404): is INVENTREE_URL ({self.url}) the InvenTree server?")
+            if isinstance(page, list):
+                return items + page
+            if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+                raise BadReply(f"{path}: neither a list nor a page of results")
+            items += page["results"]
+            if not page.get("next") or not page["results"]:
+                return items
+        raise BadReply(f"{path}: more than {MAX_PAGES} pages")
+
+    def _once(self, key: tuple[Any, ...], make: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        task = self._memo.get(key)
+        if task is None:
+            task = self._memo[key] = asyncio.ensure_future(make())
+        return task
+
+    async def part(self, pk: int) -> dict[str, Any] | None:
+        return await self._once(("pk", pk), lambda: self.get(f"/part/{pk}/"))  # type: ignore[no-any-return]
+
+    async def parts_by_ipn(self, ipn: str) -> list[dict[str, Any]]:
+        return await self._once(("ipn", ipn.casefold()),  # type: ignore[no-any-return]
+                                lambda: self.list("/part/", {"IPN": ipn}))
+
+    async def parts_by_name(self, name: str) -> list[dict[str, Any]]:
+        # `?name=` is not a filter in InvenTree (it is ignored: every part comes back); name_regex is, and is
+        # case-insensitive. The exact comparison is made by the caller.
+        return await self._once(("name", name.casefold()),  # type: ignore[no-any-return]
+                                lambda: self.list("/part/", {"name_regex": f"^{regex_escape(name)}$"}))
+
+    async def bom(self, pk: int) -> list[dict[str, Any]]:
+        return await self._once(("bom", pk), lambda: self.list("/bom/", {"part": pk}))  # type: ignore[no-any-return]

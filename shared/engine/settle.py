@@ -1,0 +1,82 @@
+"""Settling one monitor's result: evaluate (pure) on the stored state, and commit the new state with its outbox
+rows in one ETag-guarded transaction — only when something changed (the steady path writes nothing).
+
+A run that loses the ETag race re-reads; if the winner already applied the same slot it drops its result (a
+duplicate), otherwise it re-evaluates on top of the winner's state. So a timer run and a "run now" at the same
+moment can never open two downtime windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.engine.outbox import payloads
+from shared.storage import Conflict
+
+if TYPE_CHECKING:
+    from monitors.base import MonitorBase
+    from monitors.contract import CheckResult, Evaluation, Kind
+    from shared.storage import OutboxRow, StateRow, Store
+
+ENGINE_KEYS = ("last_slot",)  # the engine's own bookkeeping in a state row, not the kind's
+
+
+@dataclass
+class Outcome:
+    monitor_id: str
+    name: str
+    slot: datetime
+    result: CheckResult
+    status: str | None = None
+    events: list[str] = field(default_factory=list)
+    duplicate: bool = False
+    checked_at: datetime | None = None
+
+
+def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult,
+             now: datetime) -> tuple[Evaluation, dict[str, Any]]:
+    """The kind's pure evaluate on the stored state (without the engine's bookkeeping); (evaluation, previous)."""
+    prev = {k: v for k, v in row.data.items() if k not in ENGINE_KEYS} if row else {}
+    return kind.evaluate(cfg, prev, result, now), prev
+
+
+def unchanged(evaluation: Evaluation, prev: dict[str, Any]) -> bool:
+    return evaluation.state == prev and not evaluation.events and not evaluation.ops
+
+
+async def settle(store: Store, kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult,
+                 slot: datetime, now: datetime, evaluation: Evaluation | None = None,
+                 ) -> tuple[Outcome, list[OutboxRow]]:
+    """Evaluate and commit one monitor's result, retrying on ETag conflicts."""
+    slot_key = slot.isoformat()
+    outcome = Outcome(cfg.id or "", cfg.name, slot, result, checked_at=now)
+    for _ in range(6):
+        if evaluation is None:
+            evaluation, prev = evaluate(kind, cfg, row, result, now)
+            if unchanged(evaluation, prev):
+                outcome.status = evaluation.status
+                return outcome, []  # the steady path: nothing to write
+        outcome.status = evaluation.status
+        try:
+            rows = await store.commit_state(kind.name, cfg.id or "", {**evaluation.state, "last_slot": slot_key},
+                                            evaluation.status, row.etag if row else None,
+                                            payloads(evaluation.events, evaluation.ops))
+            outcome.events = [e.type.value for e in evaluation.events]
+            return outcome, rows
+        except Conflict:
+            row = await store.get_state(kind.name, cfg.id or "")
+            evaluation = None
+            if row is not None and row.data.get("last_slot") == slot_key:
+                outcome.duplicate = True  # another run already applied this very slot
+                outcome.status = row.status
+                return outcome, []
+    raise RuntimeError(f"state of monitor {cfg.id} kept changing; gave up after 6 attempts")
+
+
+def result_row(store: Store, outcome: Outcome, trigger: str) -> dict[str, Any]:
+    r = outcome.result
+    fields = {"outcome": r.outcome, "latency_ms": r.latency_ms, "error": r.error, "checked_at": outcome.checked_at,
+              "trigger": trigger, "status": outcome.status, **r.data}
+    return store.result_entity(outcome.monitor_id, outcome.slot, {k: v for k, v in fields.items() if v is not None})

@@ -1,0 +1,198 @@
+"""Rendering events as messages: subject, plain text and HTML (jinja2, autoescaped), one template per message
+type (shared/notify/templates), or a kind's own (monitors/templates, named by `Kind.email_templates`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from tabulate import tabulate
+
+from monitors import KINDS
+from shared.events import Event, EventType
+from shared.settings import Settings
+from shared.text import clip, duration, quantity
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+KIND_TEMPLATES = Path(__file__).resolve().parents[2] / "monitors" / "templates"
+_env = Environment(
+    loader=ChoiceLoader([FileSystemLoader(str(TEMPLATES)), FileSystemLoader(str(KIND_TEMPLATES))]),
+    autoescape=select_autoescape(enabled_extensions=("html", "htm"), default_for_string=True, default=False),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+FOOTER = "Sent by the monitoring service. You receive this because you are a recipient of this monitor."
+ADMIN_FOOTER = "Sent by the monitoring service to ADMIN_EMAIL_RECIPIENTS."
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test keeps them in step)
+
+
+_TAGS: dict[EventType, str] = {
+    EventType.MONITOR_DOWN: "DOWN",
+    EventType.MONITOR_UP: "UP",
+    EventType.MONITOR_DEGRADED: "DEGRADED",
+    EventType.MONITOR_RECOVERED_FROM_DEGRADED: "RECOVERED",
+    EventType.CERTIFICATE_EXPIRING: "CERTIFICATE",
+    EventType.MONITOR_ERROR: "CHECKER ERROR",
+    EventType.MONITOR_ERROR_CLEARED: "CHECKER OK",
+    EventType.STOCK_INCREASED: "STOCK UP",
+    EventType.STOCK_DECREASED: "STOCK DOWN",
+    EventType.THRESHOLD_BREACH_LOW: "LOW",
+    EventType.THRESHOLD_BREACH_HIGH: "HIGH",
+    EventType.THRESHOLD_CLEARED: "OK",
+    EventType.PARTS_REPORT: "PARTS",
+}
+_COLORS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#1a7f37"}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def _utc(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ").strip().capitalize() or key
+
+
+def _value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_seconds") and isinstance(value, (int, float)):
+        return duration(value)
+    if key.endswith("_ms") and isinstance(value, (int, float)):
+        return f"{value:.0f} ms"
+    if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
+        try:
+            return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            pass
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return clip(str(value), 500) or ""
+
+
+def _summary(event: Event) -> tuple[str, str]:
+    """(tag, one-line summary) for the subject."""
+    d = event.details
+    tag = _TAGS.get(event.type, event.type.value.replace("_", " "))
+    summary = event.message
+    if event.type == EventType.MONITOR_DOWN:
+        if d.get("reminder"):
+            tag = "STILL DOWN"
+        summary = d.get("error") or summary
+    elif event.type == EventType.MONITOR_UP:
+        secs = d.get("downtime_seconds")
+        summary = f"up again after {duration(secs)}" if isinstance(secs, (int, float)) else "up again"
+    elif event.type == EventType.MONITOR_DEGRADED:
+        summary = d.get("reason") or summary
+    elif event.type == EventType.MONITOR_ERROR:
+        summary = d.get("error") or summary
+    elif event.type == EventType.MONITOR_ERROR_CLEARED:
+        summary = "the checker works again"
+    elif summary.startswith(event.monitor_name + " "):
+        summary = summary[len(event.monitor_name) + 1:]
+    return tag, " ".join(str(summary).split())
+
+
+def monitor_link(settings: Settings, monitor_id: str) -> str | None:
+    if not settings.public_base_url or not monitor_id:
+        return None
+    return f"{settings.public_base_url.rstrip('/')}/api/v1/monitors/{quote(monitor_id, safe='')}"
+
+
+def _subject(tag: str, name: str, summary: str) -> str:
+    subject = f"[{tag}] {name}: {summary}" if summary else f"[{tag}] {name}"
+    subject = " ".join(subject.split())
+    return subject if len(subject) <= 200 else subject[:199] + "…"
+
+
+def text_table(header: list[str], rows: list[list[Any]], right: tuple[int, ...] = ()) -> str:
+    """Plain-text columns with a rule under the header (tabulate's "simple"); `right`: right-aligned columns."""
+    align = ["right" if i in right else "left" for i in range(len(header))]
+    return tabulate([[str(c) for c in row] for row in rows], headers=header, tablefmt="simple", colalign=align,
+                    disable_numparse=True)
+
+
+_env.filters["quantity"] = quantity
+_env.globals["text_table"] = text_table
+
+
+
+def own_template(event: Event) -> str | None:
+    """The template a kind declares for this event type (its details are the template's context, with `title`
+    and `summary` for the subject: "[PARTS] Widget ×10: 2 parts short, …")."""
+    kind = KINDS.get(event.kind)
+    return kind.email_templates.get(event.type) if kind is not None else None
+
+
+def _render_own(template: str, event: Event, settings: Settings) -> Rendered:
+    d = event.details
+    tag = _TAGS.get(event.type, event.type.value.replace("_", " "))
+    title = str(d.get("title") or event.monitor_name)
+    subject = _subject(tag, title, str(d.get("summary") or event.message))
+    ctx = {**d, "subject": subject, "banner": f"{tag}: {title}", "color": _COLORS.get(event.severity, "#57606a"),
+           "message": event.message, "time": _utc(event.occurred_at), "link": monitor_link(settings, event.monitor_id),
+           "footer": FOOTER}
+    return Rendered(subject, _env.get_template(f"{template}.txt").render(ctx),
+                    _env.get_template(f"{template}.html").render(ctx))
+
+
+def render_event(event: Event, settings: Settings) -> Rendered:
+    template = own_template(event)
+    if template is not None:
+        return _render_own(template, event, settings)
+    tag, summary = _summary(event)
+    subject = _subject(tag, event.monitor_name, summary)
+    facts = [("Monitor", event.monitor_name), ("Kind", event.kind), ("Event", event.type.value),
+             ("Severity", event.severity), ("Time", _utc(event.occurred_at))]
+    if event.type == EventType.MONITOR_UP:
+        secs = event.details.get("downtime_seconds")
+        facts.append(("Downtime", duration(secs) if isinstance(secs, (int, float)) else "unknown"))
+    shown = {"downtime_seconds"} if event.type == EventType.MONITOR_UP else set()
+    details = [(_label(k), _value(k, v)) for k, v in event.details.items() if v is not None and k not in shown]
+    ctx = {"subject": subject, "banner": f"{tag}: {event.monitor_name}", "color": _COLORS.get(event.severity,
+           "#57606a"), "message": event.message or summary, "facts": facts, "details": details,
+           "link": monitor_link(settings, event.monitor_id) if event.kind != "alert_rule" else None,
+           "footer": ADMIN_FOOTER if event.audience == "operator" else FOOTER,
+           "width": max(len(label) for label, _ in facts + details) + 1}
+    return Rendered(subject, _env.get_template("event.txt").render(ctx), _env.get_template("event.html").render(ctx))
+
+
+def render_poison(event: Event | None, settings: Settings, reason: str, ref: str,
+                  audience: list[str], last_error: str | None) -> Rendered:
+    if event is not None:
+        subject = _subject("DELIVERY FAILED", event.monitor_name, f"{event.type.value} event not delivered")
+        headline = f"Event {event.id} could not be delivered after {MAX_DEQUEUE_COUNT} attempts."
+        facts = [("Event", event.type.value), ("Event id", event.id), ("Monitor", event.monitor_name),
+                 ("Monitor id", event.monitor_id), ("Kind", event.kind), ("Severity", event.severity),
+                 ("Time", _utc(event.occurred_at)), ("Message", event.message or "")]
+        link = monitor_link(settings, event.monitor_id)
+    else:
+        subject = "[DELIVERY FAILED] unreadable notification message"
+        headline = f"Queue message {ref} could not be processed."
+        facts = []
+        link = None
+    if audience:
+        facts.append(("Not notified", ", ".join(audience)))
+    if last_error:
+        facts.append(("Last error", clip(last_error, 1000) or ""))
+    facts.append(("Reason", reason))
+    ctx = {"subject": subject, "banner": "Notification delivery failed", "color": "#cf222e",
+           "headline": headline, "facts": facts, "link": link, "footer": ADMIN_FOOTER,
+           "explanation": "The message was moved to the poison queue; it will not be retried. Check the SMTP "
+                          "settings and the SMTP server, and the function's logs.",
+           "width": max((len(label) for label, _ in facts), default=8) + 1}
+    return Rendered(subject, _env.get_template("poison.txt").render(ctx), _env.get_template("poison.html").render(ctx))

@@ -1,0 +1,45 @@
+"""All of the app's Azure Storage access: tables and the events queue. Nothing else imports the Azure Storage SDKs.
+
+| table      | PartitionKey          | RowKey                              | what                                        |
+|------------|-----------------------|-------------------------------------|---------------------------------------------|
+| monitors   | "m"                   | monitor id / "~u~{kind}~{sha256}"   | definitions; unique-key guard rows          |
+| state      | kind                  | monitor id / "{id}|ob|{event id}"   | evolving state (ETag); transactional outbox |
+| results    | "{shard}-{yyyymm}"    | "{monitor id}_{inverted ticks}"     | raw check results, newest first             |
+| rollups    | "{shard}-{yyyy}"      | "{monitor id}_{inverted hour ticks}"| hourly count/up/latency aggregates          |
+| downtimes  | monitor id            | inverted start ticks                | downtime windows                            |
+| events     | "{yyyymm}"            | "{inverted ticks}_{event id}"       | every event with its delivery status        |
+| deliveries | event id              | "{channel}:{recipient}"             | idempotency records (at most once per rcpt) |
+| meta       | "kind"                | kind                                | pause flag, last tick, watermarks           |
+| ticks      | "{kind}-{yyyymm}"     | inverted ticks                      | one row per timer run (for /health)         |
+| snapshots  | "{yyyymm}"            | inverted ticks (taken at)           | metric columns + explanation JSON           |
+| alertrules | "r"                   | rule id                             | alert rule definitions (`spec` JSON)        |
+| leases     | "lease"               | lease name ("snapshot")             | single-runner leases with expiry (ETag)     |
+
+`keys` owns every key format; `limits` the entity limits (enforced before every write); `Store` is one session,
+composed of one part per table family.
+"""
+
+from __future__ import annotations
+
+from shared.storage.appdata import AppData
+from shared.storage.base import Conflict, StorageError, expand_dev_storage
+from shared.storage.events import EVENTS_QUEUE, POISON_QUEUE, Claim, EventsTable, event_details
+from shared.storage.keys import SHARDS, from_inverted, hour_floor, inverted, months_back, unique_row
+from shared.storage.limits import EntityTooLarge, check_entity, entity_size
+from shared.storage.monitors import MonitorsTable
+from shared.storage.results import ResultsTable
+from shared.storage.snapshots import SNAPSHOT_META, SnapshotsTable
+from shared.storage.state import OutboxRow, StateRow, StateTable
+
+TABLES = ("monitors", "state", "results", "rollups", "downtimes", "events", "deliveries", "meta", "ticks",
+          "snapshots", "alertrules", "leases")
+
+
+class Store(MonitorsTable, StateTable, ResultsTable, EventsTable, SnapshotsTable, AppData):
+    """One storage session: open it per invocation (`async with Store.open(settings) as store`)."""
+
+
+__all__ = ["EVENTS_QUEUE", "POISON_QUEUE", "SHARDS", "SNAPSHOT_META", "TABLES", "AppData", "Claim", "Conflict",
+           "EntityTooLarge", "OutboxRow", "StateRow", "StorageError", "Store", "check_entity", "entity_size",
+           "event_details", "expand_dev_storage", "from_inverted", "hour_floor", "inverted", "months_back",
+           "unique_row"]

@@ -1,0 +1,133 @@
+"""The `state` table: each monitor's (and alert rule's) evolving state, guarded by its ETag, and the
+transactional outbox rows committed in the same transaction (partition = kind)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.storage import keys
+from shared.storage.base import Conflict, Operation, StoreBase, is_conflict, submit
+from shared.storage.limits import check_entity
+from shared.text import compact_json
+
+
+@dataclass
+class StateRow:
+    monitor_id: str
+    data: dict[str, Any]
+    status: str
+    etag: str | None
+
+
+@dataclass
+class OutboxRow:
+    kind: str
+    row_key: str
+    payload: dict[str, Any]
+    written_at: datetime | None = None  # the table's Timestamp (set by load_states)
+
+    @property
+    def owner_id(self) -> str:
+        return keys.outbox_owner(self.row_key)
+
+
+def _state_row(monitor_id: str, entity: dict[str, Any]) -> StateRow:
+    return StateRow(monitor_id, json.loads(entity.get("data") or "{}"), entity.get("status", ""),
+                    entity.metadata["etag"])
+
+
+class StateTable(StoreBase):
+    async def load_states(self, kind: str) -> tuple[dict[str, StateRow], list[OutboxRow]]:
+        """Every state row of a kind and every outbox row not yet published, in one partition query."""
+        states: dict[str, StateRow] = {}
+        outbox: list[OutboxRow] = []
+        for entity in await self.query("state", "PartitionKey eq @k", {"k": kind}):
+            rk = entity["RowKey"]
+            if keys.is_outbox_row(rk):
+                outbox.append(OutboxRow(kind, rk, json.loads(entity["payload"]), entity.metadata.get("timestamp")))
+            else:
+                states[rk] = _state_row(rk, entity)
+        return states, outbox
+
+    async def get_state(self, kind: str, monitor_id: str) -> StateRow | None:
+        client = await self.table("state")
+        try:
+            entity = await client.get_entity(kind, monitor_id)
+        except ResourceNotFoundError:
+            return None
+        return _state_row(monitor_id, entity)
+
+    async def commit_state(self, kind: str, monitor_id: str, data: dict[str, Any], status: str,
+                           etag: str | None, outbox: list[dict[str, Any]]) -> list[OutboxRow]:
+        """Write the new state and its outbox rows in one transaction, guarded by the state's ETag.
+
+        Raises Conflict when another run changed the state first (the caller re-reads and re-evaluates).
+        """
+        entity = check_entity({"PartitionKey": kind, "RowKey": monitor_id, "data": compact_json(data),
+                               "status": status, "updated_at": datetime.now(timezone.utc)})
+        ops: list[Operation] = [("create", entity)] if etag is None else \
+            [("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
+                                 "match_condition": MatchConditions.IfNotModified})]
+        rows = []
+        for payload in outbox:
+            rk = keys.outbox_row(monitor_id, payload["id"])
+            ops.append(("create", check_entity({"PartitionKey": kind, "RowKey": rk,
+                                                "payload": compact_json(payload)})))
+            rows.append(OutboxRow(kind, rk, payload))
+        client = await self.table("state")
+        try:
+            if len(ops) == 1:  # no outbox rows: a plain ETag-guarded write costs a third of a transaction
+                if etag is None:
+                    await client.create_entity(entity)
+                else:
+                    await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                               match_condition=MatchConditions.IfNotModified)
+            else:
+                await submit(client, ops)
+        except (ResourceModifiedError, ResourceExistsError, HttpResponseError) as error:
+            if is_conflict(error):
+                raise Conflict(f"state of {monitor_id} changed concurrently") from None
+            raise
+        return rows
+
+    async def delete_outbox(self, row: OutboxRow) -> None:
+        client = await self.table("state")
+        try:
+            await client.delete_entity(row.kind, row.row_key)
+        except ResourceNotFoundError:
+            pass
+
+    async def delete_state(self, kind: str, owner_id: str) -> None:
+        client = await self.table("state")
+        try:
+            await client.delete_entity(kind, owner_id)
+        except ResourceNotFoundError:
+            pass
+
+    # The engine owns the state rows. The one other writer is the delivery path: once a message was accepted for
+    # at least one recipient it records the fields its event asked to confirm (parts lists: `last_hash`), so the
+    # next evaluate knows what people were last told. Same ETag discipline: a concurrent engine write makes it
+    # re-read and retry, and the engine, losing to this write, re-evaluates on top of it.
+
+    async def confirm_state(self, kind: str, monitor_id: str, fields: dict[str, Any], attempts: int = 8) -> bool:
+        """Set `fields` in a monitor's state. Returns False when the monitor has no state row (deleted
+        meanwhile); raises Conflict when the row kept changing for `attempts` tries."""
+        for _ in range(attempts):
+            row = await self.get_state(kind, monitor_id)
+            if row is None:
+                return False
+            if all(row.data.get(k) == v for k, v in fields.items()):
+                return True
+            try:
+                await self.commit_state(kind, monitor_id, {**row.data, **fields}, row.status, row.etag, [])
+                return True
+            except Conflict:
+                continue
+        raise Conflict(f"state of {monitor_id} kept changing; {', '.join(fields)} not confirmed")

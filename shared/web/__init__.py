@@ -1,0 +1,1 @@
+"""The faces: the public status page and badges (anonymous), Prometheus metrics and the OpenAPI document."""
