@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import cProfile
+import ctypes
 import io
 import logging
 import os
@@ -295,7 +295,7 @@ async def bare_fetch(urls: list[str], concurrency: int, meter: Meter, n: int, la
                         await resp.read()
                         if resp.status != 200:
                             errors += 1
-                except Exception:  # noqa: BLE001 - counted, the loop goes on
+                except Exception:
                     errors += 1
 
         before = meter.snap()
@@ -324,7 +324,7 @@ class CheckPhaseProbe:
         finally:
             self.spans.append((before, self.meter.snap(), len(items)))
 
-    def __enter__(self) -> "CheckPhaseProbe":
+    def __enter__(self) -> CheckPhaseProbe:
         self.spans.clear()
         self.engine._check_all = self._wrapped
         return self
@@ -566,9 +566,8 @@ async def run(args: argparse.Namespace, children: Children) -> list[Sample]:
     # warm the farm up (imports, first accept) so the first measured run does not pay for it
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(farm_url + "/warmup") as resp:
-            await resp.read()
+    async with aiohttp.ClientSession() as session, session.get(farm_url + "/warmup") as resp:
+        await resp.read()
     samples: list[Sample] = []
     for n in args.monitors:
         azurite: list = []

@@ -23,15 +23,16 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import azure.functions as func
+from aiohttp import web
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
-from aiohttp import web
 from croniter import croniter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +148,7 @@ class LocalHost:
             self.invocations[fn.name] = self.invocations.get(fn.name, 0) + 1
             try:
                 resp: func.HttpResponse = await invoke(fn, req)
-            except Exception:  # noqa: BLE001 - the host answers 500 when a function throws
+            except Exception:
                 log.exception("function %s failed", fn.name)
                 return web.Response(status=500)
             headers = {k: v for k, v in resp.headers.items() if k.lower() != "content-length"}
@@ -166,20 +167,20 @@ class LocalHost:
         log.info("timer %s -> %s", schedule, fn.name)
         if fn.trigger.get("runOnStartup"):
             await self._fire(fn, past_due=False)
-        it = croniter(schedule, datetime.now(timezone.utc), second_at_beginning=True)
+        it = croniter(schedule, datetime.now(UTC), second_at_beginning=True)
         while True:
             due = it.get_next(datetime)
-            await asyncio.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
-            late = datetime.now(timezone.utc) - due > timedelta(seconds=5)
+            await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            late = datetime.now(UTC) - due > timedelta(seconds=5)
             await self._fire(fn, past_due=late)
             if late:  # skip the slots we missed, as the host does
-                it = croniter(schedule, datetime.now(timezone.utc), second_at_beginning=True)
+                it = croniter(schedule, datetime.now(UTC), second_at_beginning=True)
 
     async def _fire(self, fn: Function, past_due: bool) -> None:
         self.invocations[fn.name] = self.invocations.get(fn.name, 0) + 1
         try:
             await invoke(fn, TimerRequest(past_due=past_due))
-        except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
+        except Exception:
             log.exception("timer function %s failed", fn.name)
 
     # -- queues -----------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ class LocalHost:
         self.invocations[fn.name] = self.invocations.get(fn.name, 0) + 1
         try:
             await invoke(fn, message)
-        except Exception:  # noqa: BLE001 - as the host: retry until maxDequeueCount, then poison
+        except Exception:
             log.warning("queue function %s failed (dequeue %d of %d)", fn.name, msg.dequeue_count, max_dequeue,
                         exc_info=True)
             if msg.dequeue_count >= max_dequeue:

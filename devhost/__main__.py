@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 
-from devhost import LocalHost, ROOT, load_local_settings, read_host_json
+from devhost import ROOT, LocalHost, load_local_settings, read_host_json
 
 DEMO = [
     {"kind": "website", "name": "[demo] this app's health", "url": "http://127.0.0.1:{port}/api/v1/health",
@@ -41,12 +41,12 @@ async def seed_demo(port: int) -> None:
                 pass
 
 
-async def smtp_sink(host: str, port: int):  # noqa: ANN201 - an aiosmtpd Controller
+async def smtp_sink(host: str, port: int):
     """A local SMTP server that logs what the app sends (only when SMTP_HOST is this machine)."""
     from aiosmtpd.controller import Controller
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
             from email import message_from_bytes
 
             msg = message_from_bytes(envelope.content)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import operator
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from functools import lru_cache, reduce
+from typing import TYPE_CHECKING, Annotated, Any
 
 from monitors.contract import COMMON, Kind, StatusInfo
 
@@ -70,8 +71,9 @@ def kind_of(name: str) -> Kind[Any]:
 def _spec() -> TypeAdapter[Any]:
     from pydantic import Field, TypeAdapter
 
-    configs = tuple(plugin.Config for plugin in KINDS.values())
-    union: Any = Annotated[Union[configs], Field(discriminator="kind")] if len(configs) > 1 else configs[0]
+    configs = [plugin.Config for plugin in KINDS.values()]
+    union: Any = Annotated[reduce(operator.or_, configs), Field(discriminator="kind")] if len(configs) > 1 \
+        else configs[0]
     return TypeAdapter(union)
 
 

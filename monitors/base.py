@@ -4,8 +4,8 @@ kinds with an up/down target, and the schedule arithmetic."""
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
@@ -100,16 +100,16 @@ def latest_slot(monitor: MonitorBase, now: datetime, stretched_to: int | None = 
     if stretched_to:
         period = max(monitor.interval_seconds or 0, stretched_to)
     elif monitor.cron:
-        return croniter(monitor.cron, now + timedelta(microseconds=1)).get_prev(datetime).astimezone(timezone.utc)
+        return croniter(monitor.cron, now + timedelta(microseconds=1)).get_prev(datetime).astimezone(UTC)
     else:
         period = monitor.interval_seconds or 300
     epoch = int(now.timestamp())
     off = phase(monitor.id or "", period)
-    return datetime.fromtimestamp(epoch - ((epoch - off) % period), tz=timezone.utc)
+    return datetime.fromtimestamp(epoch - ((epoch - off) % period), tz=UTC)
 
 
 def next_slot(monitor: MonitorBase, after: datetime, stretched_to: int | None = None) -> datetime:
     if monitor.cron and not stretched_to:
-        return croniter(monitor.cron, after).get_next(datetime).astimezone(timezone.utc)
+        return croniter(monitor.cron, after).get_next(datetime).astimezone(UTC)
     period = max(monitor.interval_seconds or 0, stretched_to or 0) or 300
     return latest_slot(monitor, after, stretched_to) + timedelta(seconds=period)

@@ -10,8 +10,9 @@ this class — never by name:
   overrides it);
 - `evaluate(cfg, state, result, now)`: pure; the new state, status, events and downtime operations;
 - `statuses`: the kind's status vocabulary (which are healthy, breaches, down; what a visitor reads);
-- hooks for what shared code shows: `unique_keys`, `public_view`, `target`, `public_url`, `result_view`,
-  `readings` (for /metrics), `samples` (Prometheus), `breaker_open`, and `email_templates`.
+- hooks for what shared code shows or checks: `outbound_targets`, `public_view`, `target`, `public_url`,
+  `result_view`, `readings` (for /metrics), `samples` (Prometheus), `breaker_open`/`breaker_interval`, and
+  `email_templates`; the Config's `unique_keys` with the kind's `unique_field`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -90,7 +91,7 @@ class Vocabulary:
     def __contains__(self, status: object) -> bool:
         return status in self.info
 
-    def __iter__(self):  # noqa: ANN204 - an iterator of status names
+    def __iter__(self):
         return iter(self.info)
 
     def of(self, status: str) -> StatusInfo:
@@ -194,10 +195,10 @@ class Kind(Generic[C]):
 
         async def one(cfg: C) -> tuple[str, CheckResult]:
             async with gate:
-                started = datetime.now(timezone.utc)
+                started = datetime.now(UTC)
                 try:
                     result = await self.check(cfg, ctx)
-                except Exception as error:  # noqa: BLE001 - a failing monitor never stops the others
+                except Exception as error:
                     log.exception("check of %s monitor %s (%s) failed", self.name, cfg.id, cfg.name)
                     result = CheckResult("error", error=f"checker failed: {type(error).__name__}: {error}")
                 result.checked_at = result.checked_at or started
@@ -220,6 +221,11 @@ class Kind(Generic[C]):
     def unique_keys(self, cfg: C) -> list[str]:
         """Values that must be unique among monitors of this kind (e.g. a website's URL + method)."""
         return []
+
+    def outbound_targets(self, cfg: C) -> dict[str, str]:
+        """field → URL of what the check will connect to (refused at create time when it names an address the
+        outbound guard does not allow)."""
+        return {}
 
     def public_view(self, cfg: C) -> dict[str, Any]:
         """The definition as the API shows it (secrets masked)."""

@@ -39,9 +39,24 @@ from pydantic import Field, model_validator
 
 from monitors.base import MonitorBase
 from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, warning
-from monitors.parts_report import (DETAIL_BUDGET, MAX_WARNINGS, REPORT_BUDGET, Found, PartLine, PartRef,  # noqa: F401
-                                   build_report, capped, critical_report, fit, line_of, public_row, result_data,
-                                   significance_hash, summarize, summary_line)
+from monitors.parts_report import (  # noqa: F401
+    DETAIL_BUDGET,
+    MAX_WARNINGS,
+    REPORT_BUDGET,
+    Found,
+    PartLine,
+    PartRef,
+    build_report,
+    capped,
+    critical_report,
+    fit,
+    line_of,
+    public_row,
+    result_data,
+    significance_hash,
+    summarize,
+    summary_line,
+)
 from monitors.policy import error_policy
 from shared.clients.inventree import MAX_IN_FLIGHT, InvenTree, InvenTreeError, NotConfigured  # noqa: F401
 from shared.events import Event, EventType
@@ -73,7 +88,7 @@ class Config(MonitorBase):
     include_optional: bool = Field(True, description="Assembly mode: count BOM lines marked optional.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Config":
+    def _one_source(self) -> Config:
         if (self.parts is None) == (self.assembly is None):
             raise ValueError("give either parts (a list) or assembly (its BOM is read from InvenTree), not both")
         return self
@@ -109,7 +124,7 @@ async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, Che
             report = await build_report(cfg, client, field)
         except InvenTreeError as error:
             return cfg.id or "", _failed(cfg, error, _ms(started), error.reason)
-        except Exception as error:  # noqa: BLE001 - a bug in us: this monitor is ERROR, the others go on
+        except Exception as error:
             log.exception("parts check of monitor %s (%s) failed", cfg.id, cfg.name)
             return cfg.id or "", _failed(cfg, RuntimeError(f"checker failed: {type(error).__name__}: {error}"),
                                          _ms(started), "the check failed")

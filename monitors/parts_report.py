@@ -38,7 +38,7 @@ class PartRef(BaseModel):
                                 "revision); picks one of several revisions sharing a name or IPN.")
 
     @model_validator(mode="after")
-    def _one_key(self) -> "PartRef":
+    def _one_key(self) -> PartRef:
         given = [key for key in ("pk", "ipn", "name") if getattr(self, key) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of pk, ipn or name")

@@ -18,8 +18,18 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from monitors.base import MonitorBase, UpDownPolicy
-from monitors.contract import (CheckResult, CloseDowntime, DowntimeOp, Evaluation, Kind, OpenDowntime, Vocabulary,
-                               healthy, red, warning)
+from monitors.contract import (
+    CheckResult,
+    CloseDowntime,
+    DowntimeOp,
+    Evaluation,
+    Kind,
+    OpenDowntime,
+    Vocabulary,
+    healthy,
+    red,
+    warning,
+)
 from shared.events import Event, EventType
 from shared.text import duration
 

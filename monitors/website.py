@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -102,7 +102,7 @@ class Config(UpDownPolicy):
         return value
 
     @model_validator(mode="after")
-    def _head_has_no_body(self) -> "Config":
+    def _head_has_no_body(self) -> Config:
         if self.method == "HEAD" and (self.keyword is not None or self.body_regex is not None):
             raise ValueError("keyword and body_regex need a body: use GET or POST, not HEAD")
         return self
@@ -163,7 +163,7 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
                 data["final_url"] = str(resp.url)[:1000]
     except OutboundRefused as error:  # the target is not allowed: the operator's problem, not the site's
         return CheckResult("error", None, str(error), data)
-    except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
+    except Exception as error:
         text = describe(error, cfg.timeout_seconds)
         if text is None:
             raise  # not a site failure: a bug in us, reported as ERROR by the engine
@@ -173,7 +173,7 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
     if der is not None:
         expiry = _cert_expiry(der)
         data["cert_expires_at"] = expiry
-        data["cert_days_left"] = int((expiry - datetime.now(timezone.utc)).total_seconds() // 86400)
+        data["cert_days_left"] = int((expiry - datetime.now(UTC)).total_seconds() // 86400)
     latency = round(latency, 1)
     if not _status_matcher(tuple(cfg.expected_status))(resp.status):
         return CheckResult("down", latency, f"HTTP {resp.status} (expected {', '.join(cfg.expected_status)})", data)
@@ -231,6 +231,9 @@ class Website(UpDownKind[Config]):
                                        f"{days} day(s), on {expiry:%Y-%m-%d}.",
                                        details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
         return ev
+
+    def outbound_targets(self, cfg: Config) -> dict[str, str]:
+        return {"url": cfg.url}
 
     def public_view(self, cfg: Config) -> dict[str, Any]:
         data = cfg.model_dump(mode="json")

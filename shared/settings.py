@@ -8,11 +8,10 @@ The README's settings table and `local.settings.json.example` list the same name
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 EmailList = Annotated[list[EmailStr], NoDecode]
 
@@ -107,7 +106,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _storage_and_smtp(self) -> "Settings":
+    def _storage_and_smtp(self) -> Settings:
         if not (self.storage_connection or self.storage_account_name or self.storage_table_uri):
             raise ValueError(
                 "AzureWebJobsStorage: set a connection string (UseDevelopmentStorage=true locally) "

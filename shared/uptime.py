@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:
     from shared.storage import Store
 

@@ -25,7 +25,7 @@ import json
 import ssl
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class FakeCredential:
     async def close(self) -> None:
         self.closed = True
 
-    async def __aenter__(self) -> "FakeCredential":
+    async def __aenter__(self) -> FakeCredential:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -81,7 +81,7 @@ class Seen:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -134,7 +134,7 @@ class FakeAzureMonitor:
         self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the port the OS chose
+        port = site._server.sockets[0].getsockname()[1]
         self.url = f"https://127.0.0.1:{port}"
 
     async def stop(self) -> None:

@@ -28,8 +28,9 @@ import json
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import pytest

@@ -53,10 +53,10 @@ class Received:
 
 
 class _Handler:
-    def __init__(self, owner: "SmtpServer") -> None:
+    def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         o = self.owner
         with o.lock:
             o.rcpt_attempts.append(address)
@@ -68,7 +68,7 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+    async def handle_DATA(self, server, session, envelope):
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw, policy=email.policy.default)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
@@ -133,7 +133,7 @@ class SmtpServer:
             try:
                 controller.start()
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 error = exc
                 time.sleep(0.05)
         else:
@@ -149,7 +149,7 @@ class SmtpServer:
         self.stop()
         self.start()
 
-    def _authenticate(self, server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
         ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == USERNAME
               and auth_data.password.decode() == PASSWORD)
         with self.lock:
@@ -157,7 +157,7 @@ class SmtpServer:
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
 
-def _implicit_tls(server) -> bool:  # noqa: ANN001
+def _implicit_tls(server) -> bool:
     transport = getattr(server, "transport", None)
     return transport is not None and transport.get_extra_info("ssl_object") is not None
 

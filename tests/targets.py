@@ -14,9 +14,10 @@ import socket
 import ssl
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import trustme
@@ -28,7 +29,7 @@ _SETTABLE = {"status", "body", "content_type", "delay", "fail_next", "fail_statu
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def setup(self) -> None:
         if self.server.tls is not None:  # TLS handshake in the handler thread, not in accept()
@@ -42,19 +43,19 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.tls is not None:
                 self.request.close()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+    def do_GET(self) -> None:
         self.server.target._serve(self, send_body=True)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
         self.server.target._serve(self, send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.server.target._serve(self, send_body=False)
 
 
@@ -62,7 +63,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a slow handler still sleeping must not hold up the test's teardown
 
-    def __init__(self, target: "Target", tls: ssl.SSLContext | None) -> None:
+    def __init__(self, target: Target, tls: ssl.SSLContext | None) -> None:
         self.target = target
         self.tls = tls
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -108,7 +109,7 @@ class Target:
             self.headers: dict[str, str] = {}
             self.paths = []
 
-    def set(self, **behaviour: Any) -> "Target":
+    def set(self, **behaviour: Any) -> Target:
         unknown = set(behaviour) - _SETTABLE
         if unknown:
             raise TypeError(f"unknown target behaviour: {', '.join(sorted(unknown))}")
@@ -178,7 +179,7 @@ _CA = trustme.CA()
 def expiring_tls_context(days: float = 3) -> ssl.SSLContext:
     """A server context whose certificate (for 127.0.0.1 and localhost, signed by a CA nobody trusts,
     i.e. as good as self-signed for the client) expires `days` from now."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = _CA.issue_cert("127.0.0.1", "localhost", not_before=now - timedelta(days=1),
                           not_after=now + timedelta(days=days))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

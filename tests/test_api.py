@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from aiohttp import web
-
 from apphelp import call, functions
 
 

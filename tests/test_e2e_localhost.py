@@ -11,7 +11,6 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
-
 from conftest import free_port
 from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
 
@@ -36,7 +35,7 @@ async def website():
 
 
 @pytest.fixture
-async def host(storage, env, smtp):  # noqa: F811
+async def host(storage, env, smtp):
     from devhost import LocalHost, read_host_json
 
     env(**{**smtp.settings(), "GLOBAL_EMAIL_NOTIFICATIONS_ENABLED": "true", "ADMIN_EMAIL_RECIPIENTS": "ops@example.com"})
@@ -60,7 +59,7 @@ async def wait_for(predicate, timeout: float = 20.0):
     raise AssertionError("timed out waiting")
 
 
-async def test_down_and_recovery_through_the_local_host(host, website, smtp):  # noqa: F811
+async def test_down_and_recovery_through_the_local_host(host, website, smtp):
     url, site = website
     async with aiohttp.ClientSession() as anonymous:
         async with anonymous.get(f"{host._base_url}/api/v1/monitors") as resp:

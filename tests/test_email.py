@@ -15,26 +15,27 @@ import smtplib
 import socket
 import ssl
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import azure.functions as func
-from azure.functions.meta import Datum
-from azure.functions.queue import QueueMessageInConverter
 import pytest
 from azure.core.exceptions import ResourceExistsError
+from azure.functions.meta import Datum
+from azure.functions.queue import QueueMessageInConverter
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 import monitors
 from shared import notify
-from shared.triggers.mail import bp
 from shared.events import Event, EventType
 from shared.notify import EmailChannel, Notification, PermanentError, TransientError, message_id
 from shared.settings import get_settings
 from shared.storage import EVENTS_QUEUE, POISON_QUEUE, Store
+from shared.triggers.mail import bp
 from tests.smtp_server import PASSWORD, USERNAME, SmtpServer, smtp, smtp_ca  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def as_trigger_input(msg: Any) -> func.QueueMessage:
     """What the Python worker hands the function: the queue binding's converter applied to the host's data
     (the body, base64-decoded by the host, and the trigger metadata)."""
     def stamp(dt: datetime | None) -> Datum | None:
-        return Datum(dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00"), "string") if dt else None
+        return Datum(dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"), "string") if dt else None
 
     metadata = {"Id": Datum(msg.id, "string"), "DequeueCount": Datum(msg.dequeue_count, "int"),
                 "PopReceipt": Datum(msg.pop_receipt, "string"), "InsertionTime": stamp(msg.inserted_on),
@@ -100,7 +101,7 @@ class Host:
             qm = as_trigger_input(msg)
             try:
                 await fn(qm)
-            except Exception as error:  # noqa: BLE001 - what the host does with a failed invocation
+            except Exception as error:
                 if msg.dequeue_count >= MAX_DEQUEUE:
                     async with self.client(f"{queue}-poison") as poison:
                         try:
@@ -135,7 +136,7 @@ class Host:
         async with self.client(queue) as q:
             try:
                 props = await q.get_queue_properties()
-            except Exception:  # noqa: BLE001 - not created
+            except Exception:
                 return 0
             return props.approximate_message_count
 
@@ -150,7 +151,7 @@ async def add_monitor(store: Store, recipients: list[str], name: str = "Shop hom
 
 
 def down_event(mid: str, name: str = "Shop homepage", **details: Any) -> Event:
-    now = datetime.now(timezone.utc).replace(microsecond=123000)
+    now = datetime.now(UTC).replace(microsecond=123000)
     details = {"error": "HTTP 500 (expected 200-399)", "since": (now - timedelta(minutes=3)).isoformat(),
                "failures": 3, **details}
     return Event(type=EventType.MONITOR_DOWN, kind="website", monitor_id=mid, monitor_name=name,
@@ -171,7 +172,7 @@ async def event_row(store: Store, event: Event) -> dict[str, Any]:
     return next(r for r in rows if r["event_id"] == event.id)
 
 
-async def setup(env, smtp: SmtpServer, **extra: str):  # noqa: ANN201
+async def setup(env, smtp: SmtpServer, **extra: str):
     env(**smtp.settings(**extra))
     settings = get_settings()
     return settings, Store.open(settings)
@@ -529,7 +530,7 @@ async def test_the_smtp_password_never_leaks(storage, env, smtp, caplog):
     (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), TransientError, "channel"),
     (smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server."), PermanentError, "channel"),
     (ConnectionRefusedError(111, "Connection refused"), TransientError, "channel"),
-    (socket.timeout("timed out"), TransientError, "channel"),
+    (TimeoutError("timed out"), TransientError, "channel"),
     (socket.gaierror(-2, "Name or service not known"), TransientError, "channel"),
     (ssl.SSLCertVerificationError(1, "certificate verify failed"), PermanentError, "channel"),
     (ssl.SSLError(1, "wrong version number"), TransientError, "channel"),

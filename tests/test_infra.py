@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import re
 import typing
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from pycep import BicepParser
@@ -58,7 +58,7 @@ def _parser() -> BicepParser:
     return BicepParser()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse_cached(path: str, mtime: float) -> dict[str, Any]:
     return _parser().parse(file_path=Path(path))
 

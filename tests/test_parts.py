@@ -18,14 +18,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from inventree_fake import RECORDED_BASE, TOKEN, FakeInvenTree, inventree, load  # noqa: F401 - fixture
+from test_email import Host, Run
+
 from monitors import parse_spec, parts
 from monitors.base import CheckResult
 from shared import manage, notify
@@ -33,7 +34,6 @@ from shared.clients import inventree as inventree_client
 from shared.events import EventType
 from shared.settings import SettingsError, get_settings
 from shared.storage import EVENTS_QUEUE, POISON_QUEUE, Conflict, Store
-from test_email import Host, Run
 from tests.smtp_server import SmtpServer, smtp, smtp_ca  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -569,9 +569,9 @@ async def test_lookups_are_batched_shared_and_bounded(storage, env, smtp, invent
 
 
 async def test_the_timer_runs_a_cron_scheduled_list_at_its_slots(storage, env, smtp, inventree):
+    from apphelp import functions
     from azure.functions.timer import TimerRequest
 
-    from apphelp import functions
     from shared.engine import run_kind
 
     settings, store = await setup(env, smtp, inventree)
@@ -579,7 +579,7 @@ async def test_the_timer_runs_a_cron_scheduled_list_at_its_slots(storage, env, s
         mid = await add(store, parts=SENSOR, cron="0 7 * * 1-5")  # 07:00 UTC on weekdays
         await functions()["parts_timer"](TimerRequest())  # the real timer function: a new list is due at once
         assert len(await store.query_results(mid)) == 1
-        monday = datetime(2030, 1, 7, 6, 58, tzinfo=timezone.utc)
+        monday = datetime(2030, 1, 7, 6, 58, tzinfo=UTC)
         checked = []
         for minute in range(6):  # 06:58 … 07:03 on a Monday: the 07:00 slot only
             before = len(inventree.paths())
@@ -724,7 +724,7 @@ def test_evaluate_reports_when_the_hash_differs_from_the_confirmed_one():
     cfg = _cfg(kits=30)
     report = _report(cfg, {1: 1400, 4: 25, 8: 40})
     result = parts.PartsResult("down", 12.0, None, parts.result_data(report), report=report)
-    t0 = datetime(2030, 1, 1, 7, 0, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 1, 7, 0, tzinfo=UTC)
     first = parts.evaluate(cfg, {}, result, t0)
     (event,) = first.events
     assert (first.status, event.type, event.severity) == ("SHORT", EventType.PARTS_REPORT, "warning")
@@ -753,7 +753,7 @@ def test_a_huge_list_stays_within_the_queue_message_and_the_entity_limits():
                                        "ok"), "unallocated_stock") for pk in range(1, 501)]
     warnings = [f"pk {pk} Part {pk} {'x' * 200} is inactive in InvenTree" for pk in range(7, 501, 7)]
     report = parts.summarize(cfg, lines, warnings, "parts list")
-    event = parts.report_event(cfg, report, parts.significance_hash(report, 2), datetime.now(timezone.utc))
+    event = parts.report_event(cfg, report, parts.significance_hash(report, 2), datetime.now(UTC))
     size = len(json.dumps(event.details, separators=(",", ":")))  # as stored and queued (shared/storage.py)
     assert size <= parts.REPORT_BUDGET and event.details["omitted_rows"] > 0
     assert [r["missing"] for r in event.details["rows"][:50]] == [1.0] * 50  # every shortfall kept, first
@@ -786,7 +786,7 @@ async def test_confirm_last_hash_retries_on_a_concurrent_write(settings, monkeyp
         reads = []
         real = store.get_state
 
-        async def first_stale(kind: str, monitor_id: str):  # noqa: ANN202
+        async def first_stale(kind: str, monitor_id: str):
             reads.append(monitor_id)
             return stale if len(reads) == 1 else await real(kind, monitor_id)
 
@@ -796,7 +796,7 @@ async def test_confirm_last_hash_retries_on_a_concurrent_write(settings, monkeyp
         row = await real("parts", "cd" * 16)
         assert row.data == {"status": "SHORT", "last_hash": "h1"} and row.status == "SHORT"
 
-        async def always_stale(kind: str, monitor_id: str):  # noqa: ANN202
+        async def always_stale(kind: str, monitor_id: str):
             return stale
 
         monkeypatch.setattr(store, "get_state", always_stale)

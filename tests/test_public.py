@@ -15,19 +15,19 @@ import struct
 import tempfile
 import xml.etree.ElementTree as ET
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from apphelp import functions, request
 from conftest import DEV_KEY, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
 from monitors import KINDS
 from shared import manage, rules, snapshots
-from shared.web import cache as public
 from shared.storage import Store, hour_floor
+from shared.web import cache as public
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "public-test-key"
@@ -61,7 +61,7 @@ def _agg(count: int, up: int, latency: float) -> dict:
 async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]:
     """A handful of monitors with 90 days of hourly rollups, recent results and current states: what a real
     status page looks like after a quarter. Returns {name: id}."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rng = random.Random(7)
     top = hour_floor(now)
     ids: dict[str, str] = {}
@@ -212,7 +212,7 @@ async def test_status_page_shows_public_monitors_and_never_a_secret(settings):
         await store.commit_state("website", hook, {"status": "UP"}, "UP", None, [])
         broken = (await manage.create_monitor(store, {"kind": "stock", "name": "Gadget stock", "product_id": 7}))
         await store.commit_state("stock", broken["id"], {"status": "ERROR", "error": "ERROR-SECRET-55d1",
-                                                         "since": datetime.now(timezone.utc).isoformat()},
+                                                         "since": datetime.now(UTC).isoformat()},
                                  "ERROR", None, [])
     status, html, headers = await get("status_page", "status-page")
     assert status == 200 and "max-age" in headers["Cache-Control"]
@@ -294,7 +294,7 @@ async def test_badges_are_svg_and_only_for_public_monitors(settings):
 
 
 async def test_prometheus_text_parses_with_the_real_parser(settings):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     tricky = 'Quote " back\\slash\nnewline'
     async with Store.open(settings) as store:
         site = (await manage.create_monitor(store, {"kind": "website", "name": tricky,
@@ -414,10 +414,8 @@ async def test_status_page_renders_in_headless_chromium(storage, env):
     if browser is None:
         pytest.skip("SKIPPED: Chromium is not installed (apt-get install chromium; .ci/run installs it) — the status "
                     "page was NOT rendered in a browser")
-    from devhost import LocalHost, read_host_json
-
     import function_app
-
+    from devhost import LocalHost, read_host_json
     from shared.settings import get_settings
 
     async with Store.open(get_settings()) as store:
@@ -438,7 +436,7 @@ async def test_status_page_renders_in_headless_chromium(storage, env):
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise AssertionError("Chromium did not finish within 180 s")
@@ -467,9 +465,8 @@ async def test_status_page_renders_in_headless_chromium(storage, env):
 async def test_anonymous_page_and_badges_but_keyed_metrics_through_the_local_host(storage, env):
     import aiohttp
 
-    from devhost import LocalHost, read_host_json
-
     import function_app
+    from devhost import LocalHost, read_host_json
 
     port = free_port()
     host = LocalHost(function_app.app, read_host_json(), port, function_key=KEY)

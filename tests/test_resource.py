@@ -8,35 +8,34 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import psutil
 import pytest
+from apphelp import call, functions
 from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue.aio import QueueClient
+from azure_monitor_fake import SUBSCRIPTION, VM, WORKSPACE, FakeCredential, azure_ca, azure_monitor  # noqa: F401
 from pydantic import ValidationError
+from test_email import Host, Run
 
 import monitors
-from apphelp import call, functions
-from azure_monitor_fake import SUBSCRIPTION, VM, WORKSPACE, FakeCredential, azure_ca, azure_monitor  # noqa: F401
 from monitors import resource
-from monitors.resource import sources
 from monitors.base import CheckResult
-from shared import manage, notify
+from monitors.resource import sources
+from shared import manage
 from shared.engine import check_context
 from shared.events import EventType
-from shared.web import openapi
 from shared.settings import get_settings
 from shared.storage import EVENTS_QUEUE, Store
-from test_email import Host, Run
+from shared.web import openapi
 from tests.smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
 
 ALICE, OPS = "alice@example.org", "ops@example.org"
 VM_NS = "Microsoft.Compute/virtualMachines"
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GB = 1024 ** 3
 
 
@@ -385,7 +384,7 @@ async def test_azure_metric_speaks_the_batch_wire_format(azure_monitor, store, s
     assert query["metricnames"] == "Percentage CPU" and query["aggregation"] == "average"
     assert query["interval"] == "PT1M" and "filter" not in query
     start, end = (datetime.fromisoformat(query[k].replace("Z", "+00:00")) for k in ("starttime", "endtime"))
-    assert end - start == timedelta(minutes=15) and abs((datetime.now(timezone.utc) - end).total_seconds()) < 60
+    assert end - start == timedelta(minutes=15) and abs((datetime.now(UTC) - end).total_seconds()) < 60
     (credential,) = azure_monitor.credentials
     assert credential.scopes == ["https://metrics.monitor.azure.com/.default"] and credential.closed
     assert types(await events_of(store, mid)) == ["RESOURCE_WARNING"]

@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -65,8 +65,9 @@ def test_every_setting_is_in_the_example_and_the_readme():
 
 
 async def _monitor(store: Store, url: str) -> str:
-    from monitors import parse_spec, to_entity_spec
     import uuid
+
+    from monitors import parse_spec, to_entity_spec
 
     mid = uuid.uuid4().hex
     cfg = parse_spec({"kind": "website", "id": mid, "name": "r", "url": url})
@@ -76,7 +77,7 @@ async def _monitor(store: Store, url: str) -> str:
 
 
 async def test_rollups_feed_uptime_and_retention_purges_old_rows(settings):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with Store.open(settings) as store:
         mid = await _monitor(store, "https://rollup.example.com/")
         rows = []

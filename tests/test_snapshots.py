@@ -9,15 +9,15 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from apphelp import call, functions, request
 from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from apphelp import call, functions, request
 from shared import VERSION, engine, manage, rules, snapshots
 from shared.events import Event, EventType
 from shared.settings import get_settings
@@ -114,7 +114,7 @@ async def test_snapshot_counts_and_names_every_monitor(settings, site):
         disk = await make(store, kind="resource", name="Disk", source={"type": "local"})
 
         first = await snapshots.take_snapshot(store, settings, persist=True)  # the period of the next starts here
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         await store.save_event(Event(type=EventType.STOCK_INCREASED, kind="stock", monitor_id=widget,
                                      monitor_name="Widget stock", occurred_at=now - timedelta(hours=1))
                                .model_dump(mode="json"), "none")  # before the period: not counted
@@ -204,7 +204,7 @@ async def test_snapshot_counts_and_names_every_monitor(settings, site):
     assert stored["by_status"] == snap["by_status"] and stored["metrics"] == snap["metrics"]
     assert hist["items"][0]["metrics"] == snap["metrics"]
     async with Store.open(settings) as store:
-        await set_state(store, "stock", widget, "OK", since=datetime.now(timezone.utc).isoformat())
+        await set_state(store, "stock", widget, "OK", since=datetime.now(UTC).isoformat())
     status, now_status = await call("status", "GET", "v1/status")
     assert now_status["overall"] == "down" and now_status["snapshot"]["id"] == snap["id"]
     assert now_status["live"]["by_status"] == {"DOWN": 1, "ALERT": 1, "ERROR": 1, "SHORT": 1, "PENDING": 1,
@@ -426,14 +426,14 @@ async def test_a_rule_fires_after_n_consecutive_snapshots_and_resolves(storage, 
     assert await persist() == {"evaluated": 1, "fired": [], "resolved": []}
 
 
-async def test_rule_events_reach_the_rules_recipients_through_the_mail_function(storage, env, smtp):  # noqa: F811
+async def test_rule_events_reach_the_rules_recipients_through_the_mail_function(storage, env, smtp):
     from tests.test_email import Host
 
     env(**smtp.settings(), DEFAULT_EMAIL_RECIPIENTS="default@example.org")
     settings = get_settings()
     async with Store.open(settings) as store:
         mid = await make(store, kind="website", name="Shop", url="http://127.0.0.1:9/", recipients=["shop@example.org"])
-        await set_state(store, "website", mid, "DOWN", down_since=datetime.now(timezone.utc).isoformat())
+        await set_state(store, "website", mid, "DOWN", down_since=datetime.now(UTC).isoformat())
         await rules.create_rule(store, {"name": "Anything down", "metric": "monitors_down", "operator": ">",
                                             "threshold": 0, "recipients": [OPS, "oncall@example.org"]})
         snap = await snapshots.take_snapshot(store, settings, persist=True)

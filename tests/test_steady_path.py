@@ -5,13 +5,14 @@ from __future__ import annotations
 import gc
 import uuid
 
+from targets import site, targets  # noqa: F401 - fixtures
+
 from monitors import parse_spec, to_entity_spec
 from shared import engine
 from shared.storage import SHARDS, Store
-from targets import site, targets  # noqa: F401 - fixtures
 
 
-async def test_steady_ticks_send_a_handful_of_requests_and_touch_no_state(settings, site):  # noqa: F811
+async def test_steady_ticks_send_a_handful_of_requests_and_touch_no_state(settings, site):
     async with Store.open(settings) as store:
         for i in range(60):
             mid = uuid.uuid4().hex

@@ -13,27 +13,27 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from apphelp import call, functions
+from helpers import events_of, queued, types
 from pydantic import ValidationError
+from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
+from test_email import Host
+from whmcs_fake import ACCESS_KEY, IDENTIFIER, SECRET, whmcs  # noqa: F401 - fixture
 
 import monitors
-from apphelp import call, functions
 from monitors import stock
-from shared.clients.whmcs import products_of
 from monitors.base import CheckResult
 from shared import manage
+from shared.clients.whmcs import products_of
 from shared.engine import run_kind, run_monitor
 from shared.events import EventType
 from shared.settings import get_settings
 from shared.storage import EVENTS_QUEUE, Store
-from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
-from test_email import Host
-from whmcs_fake import ACCESS_KEY, IDENTIFIER, SECRET, whmcs  # noqa: F401 - fixture
-from helpers import events_of, queued, types
 
 ROOT = Path(__file__).resolve().parent.parent
 KIND = "stock"
@@ -67,7 +67,7 @@ async def records(store: Store, monitor_id: str) -> list[dict[str, Any]]:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def cfg(**fields: Any) -> stock.Config:
@@ -162,7 +162,7 @@ async def test_entering_and_leaving_the_low_and_high_thresholds(store, stock_set
 
 def test_a_breach_is_announced_when_it_begins_and_again_every_renotify_minutes():
     c = cfg(threshold_low=5, renotify_minutes=30)
-    t0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     state: dict[str, Any] = {}
     sent = []
     for minutes, quantity in ((0, 3), (10, 3), (29, 2), (30, 2), (45, 2), (60, 1), (61, 6), (62, 6)):
@@ -178,7 +178,7 @@ def test_a_breach_is_announced_when_it_begins_and_again_every_renotify_minutes()
 
 def test_without_renotify_a_long_breach_is_announced_once():
     c = cfg(threshold_high=100)
-    t0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
     state: dict[str, Any] = {}
     events = []
     for hour in range(48):
@@ -454,7 +454,7 @@ async def test_200_products_in_one_request_and_a_quiet_cycle_writes_no_state(sto
 
 def test_the_forecast_and_its_alert_once_between_restocks():
     c = cfg(stockout_alert_days=10, notify_on_purchase=False, notify_on_restock=False)
-    t0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
     state: dict[str, Any] = {}
     timeline = []
     for at, quantity in ((t0, 100), (t0 + timedelta(days=1), 90), (t0 + timedelta(days=2), 80),
@@ -481,7 +481,7 @@ def test_the_forecast_and_its_alert_once_between_restocks():
 
 
 def test_moving_a_monitor_to_another_product_starts_its_record_over():
-    t0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
     state = stock.evaluate(cfg(), {}, seen(50), t0).state
     state = stock.evaluate(cfg(), state, seen(40), t0 + timedelta(hours=1)).state
     moved = cfg(product_id=10)
@@ -493,7 +493,7 @@ def test_moving_a_monitor_to_another_product_starts_its_record_over():
 
 def test_history_is_bounded_and_only_changes_are_kept():
     c = cfg()
-    t0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
     state: dict[str, Any] = {}
     for i in range(40):
         state = stock.evaluate(c, state, seen(1000 - (i // 2)), t0 + timedelta(hours=i)).state

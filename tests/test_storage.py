@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from shared.storage import EntityTooLarge, Store, check_entity, from_inverted, i
 
 
 def test_inverted_keys_sort_newest_first_and_round_trip():
-    now = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
     keys = [inverted(now - timedelta(seconds=s)) for s in (0, 1, 60, 86400 * 400)]
     assert keys == sorted(keys) and len(set(map(len, keys))) == 1
     assert from_inverted(inverted(now)) == now
@@ -34,7 +34,7 @@ async def test_an_oversized_write_is_refused_and_stored_data_survives(settings):
         with pytest.raises(EntityTooLarge):
             await store.insert_monitor({"RowKey": "b" * 32, "kind": "website", "name": "big", "spec": "x" * 40000})
         with pytest.raises(EntityTooLarge):
-            await store.write_results([Store.result_entity("a" * 32, datetime.now(timezone.utc),
+            await store.write_results([Store.result_entity("a" * 32, datetime.now(UTC),
                                                            {"error": "e" * 40000})])
         assert [m["RowKey"] for m in await store.list_monitors()] == ["a" * 32]
         assert await store.query_results("a" * 32) == []

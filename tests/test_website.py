@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from targets import KEYWORD, refused_url, site, targets, tls_site, unresolvable_url  # noqa: F401 - fixtures
 
 import monitors
 from monitors import website
 from monitors.base import CheckResult
 from shared.engine import check_context
 from shared.events import EventType
-from targets import KEYWORD, refused_url, site, targets, tls_site, unresolvable_url  # noqa: F401 - fixtures
 
 
 def spec(url: str, **fields: Any) -> website.Config:
@@ -23,7 +23,7 @@ def spec(url: str, **fields: Any) -> website.Config:
 
 
 @pytest.fixture
-def settings(env):  # noqa: ARG001 - env points the settings at Azurite; these tests need no clean tables
+def settings(env):
     from shared.settings import get_settings
 
     return get_settings()
@@ -218,7 +218,7 @@ async def test_without_verification_the_site_is_up_and_the_expiry_is_reported(ch
     assert result.data["status_code"] == 200
     assert result.data["cert_days_left"] in (2, 3)
     expires = result.data["cert_expires_at"]
-    assert abs(expires - (datetime.now(timezone.utc) + timedelta(days=3))) < timedelta(minutes=5)
+    assert abs(expires - (datetime.now(UTC) + timedelta(days=3))) < timedelta(minutes=5)
 
 
 async def test_the_expiry_is_reported_for_head_requests_too(check, tls_site):
@@ -231,7 +231,7 @@ async def test_the_expiry_is_reported_for_head_requests_too(check, tls_site):
 async def test_a_certificate_expiring_within_the_warning_window_raises_one_warning(check, tls_site):
     cfg = spec(tls_site.url, verify_tls=False, cert_warning_days=14, id="ab" * 16)
     result = await check(tls_site.url, verify_tls=False, cert_warning_days=14)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     first = website.evaluate(cfg, {}, result, now)
     warnings = [e for e in first.events if e.type == EventType.CERTIFICATE_EXPIRING]
     assert len(warnings) == 1

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -47,7 +48,7 @@ class Product:
 
     def wire(self) -> dict[str, Any]:
         legacy = self.style in ("legacy", "none")
-        num = (lambda v: str(v)) if legacy else (lambda v: v)  # noqa: E731 - older releases send strings
+        num = (lambda v: str(v)) if legacy else (lambda v: v)
         item: dict[str, Any] = {"pid": num(self.pid), "gid": num(self.gid), "type": "server", "name": self.name,
                                 "slug": self.name.lower().replace(" ", "-"),
                                 "product-url": f"https://whmcs.example/store/vps/{self.pid}",
@@ -173,7 +174,7 @@ class WhmcsFake:
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+            port = site._server.sockets[0].getsockname()[1]
             self.url = f"http://127.0.0.1:{port}/includes/api.php"
             ready.set()
 

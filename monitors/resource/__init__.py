@@ -12,11 +12,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from monitors.contract import (CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, red,
-                               warning)
+from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, red, warning
 from monitors.resource.config import Config
-from monitors.resource.evaluate import (KIND, LEVELS, MAX_SAMPLES, decode_metrics, evaluate,  # noqa: F401
-                                        project_full, result_view)
+from monitors.resource.evaluate import KIND, LEVELS, MAX_SAMPLES, decode_metrics, evaluate, project_full, result_view  # noqa: F401
 
 
 class ResourceStatus(str, Enum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,7 +29,7 @@ class ResourceLimits(BaseModel):
     direction: Literal["above", "below"] = Field("above", description="above: high is bad; below: low is bad.")
 
     @model_validator(mode="after")
-    def _order(self) -> "ResourceLimits":
+    def _order(self) -> ResourceLimits:
         if self.direction == "above" and not self.warn < self.alert:
             raise ValueError(f"warn ({self.warn:g}) must be below alert ({self.alert:g})")
         if self.direction == "below" and not self.warn > self.alert:
@@ -152,14 +152,13 @@ class ResourceTableCountSource(ResourceLimits):
     max_count: int = Field(10000, ge=1, le=1_000_000, description="Counting stops here (the value is then ≥ it).")
 
     @model_validator(mode="after")
-    def _cap(self) -> "ResourceTableCountSource":
+    def _cap(self) -> ResourceTableCountSource:
         if self.direction == "above" and self.max_count <= self.alert:
             raise ValueError(f"max_count ({self.max_count}) must be above alert ({self.alert:g})")
         return self
 
 
-Source = Annotated[Union[ResourceLocalSource, ResourceAzureMetricSource, ResourceAzureLogSource,
-                         ResourceQueueDepthSource, ResourceTableCountSource], Field(discriminator="type")]
+Source = Annotated[ResourceLocalSource | ResourceAzureMetricSource | ResourceAzureLogSource | ResourceQueueDepthSource | ResourceTableCountSource, Field(discriminator="type")]
 
 
 class Config(MonitorBase):

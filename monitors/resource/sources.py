@@ -17,8 +17,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from monitors.contract import CheckContext, CheckResult
-from monitors.resource.config import (Config, ResourceAzureLogSource, ResourceAzureMetricSource, ResourceLimits,
-                                      ResourceLocalSource, ResourceQueueDepthSource, ResourceTableCountSource)
+from monitors.resource.config import (
+    Config,
+    ResourceAzureLogSource,
+    ResourceAzureMetricSource,
+    ResourceLimits,
+    ResourceLocalSource,
+    ResourceQueueDepthSource,
+    ResourceTableCountSource,
+)
 from monitors.resource.evaluate import OUTCOMES, encode_metrics, summary, worst
 from shared.errors import StorageError
 from shared.text import clip, one_line
@@ -78,7 +85,7 @@ class Cycle:
         if self._credential is not None:
             try:
                 await self._credential.close()
-            except Exception:  # noqa: BLE001 - closing must not turn results into errors
+            except Exception:
                 log.warning("closing the Azure credential failed", exc_info=True)
 
     async def check(self, cfg: Config) -> CheckResult:
@@ -97,7 +104,7 @@ class Cycle:
                 metrics = [await _table_count(src, self)]
         except CheckError as error:
             return CheckResult("error", _ms(started), clip(str(error), 1000), {"source": src.type})
-        except Exception as error:  # noqa: BLE001 - a bug in us: one monitor's ERROR, never the cycle's
+        except Exception as error:
             log.exception("check of resource monitor %s (%s) failed", cfg.id, cfg.name)
             return CheckResult("error", _ms(started), clip(f"checker failed: {type(error).__name__}: {error}", 1000),
                                {"source": src.type})
@@ -182,7 +189,7 @@ async def _local(src: ResourceLocalSource) -> list[dict[str, Any]]:
     limit = LOCAL_TIMEOUT + (src.cpu_interval_seconds if src.cpu is not None else 0)
     try:
         return await asyncio.wait_for(asyncio.to_thread(_measure_local, src), timeout=limit)
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         raise CheckError(f"psutil did not answer within {limit:g} s (a hung file system?)") from None
 
 
@@ -225,8 +232,13 @@ def _error_detail(error: Any) -> str:
 def _describe_azure(error: BaseException, service: str, role: str) -> str:
     """An SDK failure as the operator should read it (`role`: what the app's identity needs); raises what is
     neither an Azure nor a reply problem."""
-    from azure.core.exceptions import (ClientAuthenticationError, DecodeError, HttpResponseError,
-                                       ServiceRequestError, ServiceResponseError)
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        DecodeError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     if isinstance(error, DecodeError):
         return f"malformed reply from {service}: {_error_detail(error)}"

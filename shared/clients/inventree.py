@@ -117,7 +117,7 @@ class InvenTree:
                                          timeout=self._timeout) as resp:
                     status = resp.status
                     body, cut = await read_capped(resp, MAX_REPLY_BYTES)
-            except Exception as error:  # noqa: BLE001 - network failures are transient; anything else a bug
+            except Exception as error:
                 text = describe(error, self._seconds)
                 if text is None:
                     raise

@@ -85,7 +85,7 @@ async def _request(http: aiohttp.ClientSession, settings: Any, form: dict[str, s
                              timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             body, cut = await read_capped(resp, MAX_REPLY_BYTES, chunk=256 * 1024)
             status, content_type = resp.status, resp.content_type
-    except Exception as error:  # noqa: BLE001 - network failures are transient; anything else is a bug
+    except Exception as error:
         text = describe(error, timeout)
         if text is None:
             raise

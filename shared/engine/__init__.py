@@ -3,8 +3,19 @@
 run.py drives a tick, settle.py commits one monitor's result, outbox.py publishes what a commit left."""
 
 from shared.engine.outbox import payloads, publish
-from shared.engine.run import (OUTBOX_GRACE, AppStoragePort, MonitorNotFound, TickSummary, check_all, check_context,
-                               due_monitors, known_kinds, load_configs, run_kind, run_monitor)
+from shared.engine.run import (
+                               OUTBOX_GRACE,
+                               AppStoragePort,
+                               MonitorNotFound,
+                               TickSummary,
+                               check_all,
+                               check_context,
+                               due_monitors,
+                               known_kinds,
+                               load_configs,
+                               run_kind,
+                               run_monitor,
+)
 from shared.engine.settle import Outcome
 
 __all__ = ["OUTBOX_GRACE", "AppStoragePort", "MonitorNotFound", "Outcome", "TickSummary", "check_all", "check_context",

@@ -67,6 +67,6 @@ async def publish(store: Store, rows: list[OutboxRow]) -> int:
                     await store.send_event_message({"event": event})
                     sent += 1
             await store.delete_outbox(row)
-        except Exception:  # noqa: BLE001 - left in the outbox; the next cycle publishes it
+        except Exception:
             log.exception("publishing outbox row %s failed; will retry next cycle", row.row_key)
     return sent

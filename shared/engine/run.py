@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS, from_entity, kind_of
@@ -85,7 +85,7 @@ class AppStoragePort:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -97,7 +97,7 @@ async def check_all(kind: Kind[Any], items: list[tuple[MonitorBase, datetime]],
     started = _utcnow()
     try:
         by_id = await kind.check_batch([cfg for cfg, _ in items], ctx)
-    except Exception as error:  # noqa: BLE001 - one broken batch must not stop the cycle
+    except Exception as error:
         log.exception("check_batch failed for %s", kind.name)
         failure = CheckResult("error", error=clip(f"checker failed: {type(error).__name__}: {error}", 1000))
         return [(failure, started) for _ in items]
@@ -137,7 +137,7 @@ async def _process(store: Store, settings: Settings, kind: Kind[Any], due: list[
         async with semaphore:
             try:
                 return await settle(store, kind, cfg, states.get(cfg.id or ""), result, slot, checked_at, evaluation)
-            except Exception as error:  # noqa: BLE001 - our storage failing for one monitor
+            except Exception as error:
                 log.exception("could not store the state of monitor %s", cfg.id)
                 summary.errors += 1
                 result.error = result.error or clip(f"state not stored: {error}", 1000)
@@ -149,7 +149,7 @@ async def _process(store: Store, settings: Settings, kind: Kind[Any], due: list[
     for (cfg, slot), (result, checked_at) in zip(due, checked):
         try:
             evaluation, prev = evaluate(kind, cfg, states.get(cfg.id or ""), result, checked_at)
-        except Exception:  # noqa: BLE001 - a bug in one kind's evaluate must not stop the cycle
+        except Exception:
             log.exception("evaluate failed for monitor %s", cfg.id)
             summary.errors += 1
             settled.append((Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at),
@@ -172,7 +172,7 @@ async def _process(store: Store, settings: Settings, kind: Kind[Any], due: list[
             results.append(result_row(store, outcome, trigger))
     try:
         await store.write_results(results)
-    except Exception:  # noqa: BLE001 - results lost for this tick, but state/events still go out
+    except Exception:
         log.exception("writing %d results failed", len(results))
         summary.errors += 1
     summary.events += await publish(store, rows)
@@ -210,7 +210,7 @@ def load_configs(entities: list[dict[str, Any]]) -> tuple[list[MonitorBase], lis
             if cached is None or cached[0] != entity["spec"]:
                 cached = _parsed[entity["RowKey"]] = (entity["spec"], from_entity(entity))
             configs.append(cached[1])
-        except Exception:  # noqa: BLE001 - a definition we cannot read is reported, the rest run
+        except Exception:
             log.exception("monitor %s has an unreadable definition", entity.get("RowKey"))
             broken.append(entity.get("RowKey", "?"))
     return configs, broken
@@ -276,7 +276,7 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
         await store.record_tick(kind.name, summary.record())
         if trigger == "timer":
             await store.set_kind_meta(kind.name, last_tick_at=now, last_finished_at=summary.finished_at)
-    except Exception:  # noqa: BLE001 - a missing tick record shows up as a gap in /health
+    except Exception:
         log.exception("could not record the %s tick", kind.name)
     log.info("%s %s tick: %d due of %d, %d errors, %d events, %d ms, %d storage requests", kind.name, trigger,
              summary.checked, summary.monitors, summary.errors, summary.events,

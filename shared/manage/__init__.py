@@ -5,8 +5,15 @@ from shared.errors import Duplicate, Invalid, NotFound, ServiceError
 from shared.manage.health import health
 from shared.manage.history import WINDOWS, downtimes, events, parse_limit, parse_time, readings, results, uptime
 from shared.manage.maintenance import purge, rollup
-from shared.manage.monitors import (create_monitor, delete_monitor, get_monitor, kinds, list_monitors, set_enabled,
-                                    update_monitor)
+from shared.manage.monitors import (
+                                    create_monitor,
+                                    delete_monitor,
+                                    get_monitor,
+                                    kinds,
+                                    list_monitors,
+                                    set_enabled,
+                                    update_monitor,
+)
 from shared.manage.running import outcome_view, run_kind, run_monitor, set_paused
 
 __all__ = ["WINDOWS", "Duplicate", "Invalid", "NotFound", "ServiceError", "create_monitor", "delete_monitor",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
@@ -31,7 +31,7 @@ def timer_gaps(ticks: list[dict[str, Any]], now: datetime) -> list[dict[str, Any
 
 
 async def health(store: Store, settings: Settings) -> tuple[bool, dict[str, Any]]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body: dict[str, Any] = {"status": "ok", "version": VERSION, "time": now.isoformat(), "storage": "ok",
                             "email_enabled": settings.email_enabled, "timers": {}}
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS, kind_of, status_info
@@ -31,7 +31,7 @@ def parse_time(value: str | None, field: str) -> datetime | None:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
         raise Invalid(f"{field} must be an ISO-8601 time", field_error(field, "invalid datetime")) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def parse_limit(value: str | int | None, default: int = 50, maximum: int = 1000) -> int:
@@ -57,7 +57,7 @@ async def results(store: Store, monitor_id: str, limit: int = 50, before: dateti
 async def downtimes(store: Store, monitor_id: str, limit: int = 100) -> dict:
     await load(store, monitor_id)
     items = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for row in await store.list_downtimes(monitor_id, limit):
         item = clean(row)
         end = row.get("ended_at")
@@ -71,7 +71,7 @@ async def uptime(store: Store, monitor_id: str, window: str = "24h") -> dict[str
     if window not in WINDOWS:
         raise Invalid("window must be one of 24h, 7d, 30d, 90d", field_error("window", f"one of: {', '.join(WINDOWS)}"))
     await load(store, monitor_id)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     since = now - WINDOWS[window]
     rolled_until = await uptimes.watermark(store)
     tally = await uptimes.tally_since(store, monitor_id, since, rolled_until)

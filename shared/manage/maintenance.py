@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS
@@ -19,7 +19,7 @@ async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 
 
     Starts where the last run stopped (the `_rollup` watermark); the first run reaches back to the raw-result
     retention horizon, so uptime never misses hours that exist only as raw rows."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     meta = await store.get_kind_meta(ROLLUP_META)
     end = keys.hour_floor(now)
     start = keys.hour_floor(meta.get("rolled_until") or end - timedelta(days=horizon_days))
@@ -43,7 +43,7 @@ async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 
 async def purge(store: Store, settings: Settings, now: datetime | None = None) -> dict[str, int]:
     """Retention: raw results, events and ticks older than RESULT_RETENTION_DAYS; rollups after
     ROLLUP_RETENTION_DAYS. Partitions are month-bounded, so only a few are ever looked at."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     raw_cut = now - timedelta(days=settings.result_retention_days)
     roll_cut = now - timedelta(days=settings.rollup_retention_days)
     raw_months = keys.months_back(raw_cut, raw_cut - timedelta(days=400))

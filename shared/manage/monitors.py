@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -47,7 +47,7 @@ def view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None,
         "down_since": state.get("down_since"),
         "circuit_open": breaker,
         "error": state.get("error"),
-        "next_check_at": next_slot(cfg, datetime.now(timezone.utc),
+        "next_check_at": next_slot(cfg, datetime.now(UTC),
                                    kind.breaker_interval(cfg) if breaker else None).isoformat()
         if cfg.enabled else None,
     }
@@ -67,9 +67,28 @@ def parse(payload: Any) -> MonitorBase:
         raise Invalid("invalid monitor", validation_details(error, set(KINDS))) from None
 
 
+def check_targets(cfg: MonitorBase) -> None:
+    """A target that names an address the outbound guard refuses is a 422 now, not a failing check later."""
+    from shared.outbound.guard import Guard, OutboundRefused
+    from shared.settings import get_settings
+
+    targets = kind_of(cfg.kind).outbound_targets(cfg)
+    if not targets:
+        return
+    guard = Guard.from_settings(get_settings())
+    problems = []
+    for field, url in targets.items():
+        try:
+            guard.check_url(url)
+        except OutboundRefused as refused:
+            problems.append({"field": field, "message": str(refused)})
+    if problems:
+        raise Invalid("the monitor names an address checks may not reach", problems)
+
+
 def _entity(cfg: MonitorBase, created_at: datetime) -> dict[str, Any]:
     return {"RowKey": cfg.id, "kind": cfg.kind, "name": cfg.name, "enabled": cfg.enabled,
-            "spec": to_entity_spec(cfg), "created_at": created_at, "updated_at": datetime.now(timezone.utc)}
+            "spec": to_entity_spec(cfg), "created_at": created_at, "updated_at": datetime.now(UTC)}
 
 
 def _duplicate(cfg: MonitorBase) -> Duplicate:
@@ -81,9 +100,10 @@ async def create_monitor(store: Store, payload: Any) -> dict[str, Any]:
     if isinstance(payload, dict) and payload.get("id") is not None:
         raise Invalid("id is assigned by the server", field_error("id", "must not be given"))
     cfg = parse(payload)
+    check_targets(cfg)
     cfg.id = uuid.uuid4().hex
     keys = [unique_row(cfg.kind, k) for k in cfg.unique_keys()]
-    entity = _entity(cfg, datetime.now(timezone.utc))
+    entity = _entity(cfg, datetime.now(UTC))
     try:
         await store.insert_monitor(entity, keys)
     except Conflict:
@@ -139,9 +159,10 @@ async def update_monitor(store: Store, monitor_id: str, patch: Any) -> dict[str,
     if "interval_seconds" in patch and patch["interval_seconds"] and "cron" not in patch:
         merged["cron"] = None
     new = parse(merged)
+    check_targets(new)
     old_keys = {unique_row(cfg.kind, k) for k in cfg.unique_keys()}
     new_keys = {unique_row(new.kind, k) for k in new.unique_keys()}
-    new_entity = _entity(new, entity.get("created_at") or datetime.now(timezone.utc))
+    new_entity = _entity(new, entity.get("created_at") or datetime.now(UTC))
     try:
         await store.update_monitor(new_entity, entity.metadata["etag"], old_keys - new_keys, new_keys - old_keys)
     except Conflict as conflict:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -218,7 +218,7 @@ async def _confirm(store: Store, event: Event, prefix: str, tally: _Tally) -> No
             if not any(row.get("status") == "sent" for row in earlier.values()):
                 return
         await store.confirm_state(event.kind, event.monitor_id, dict(event.confirm))
-    except Exception:  # noqa: BLE001 - the message went out; only the "already told" mark is missing
+    except Exception:
         log.exception("event %s: delivered, but %s could not be recorded; the next run sends it again", event.id,
                       ", ".join(event.confirm))
 

@@ -11,8 +11,16 @@ from typing import TYPE_CHECKING
 
 from shared.events import Event
 from shared.notify.channel import Channel, Notification, PermanentError, TransientError
-from shared.notify.pipeline import (DeliveryDeferred, dedupe, email_channel, lease_seconds, parse, recipients_for,
-                                    send_with_retry, statuses)
+from shared.notify.pipeline import (
+    DeliveryDeferred,
+    dedupe,
+    email_channel,
+    lease_seconds,
+    parse,
+    recipients_for,
+    send_with_retry,
+    statuses,
+)
 from shared.notify.render import MAX_DEQUEUE_COUNT, render_poison
 from shared.settings import Settings
 from shared.storage import Claim

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import ServiceError
 from shared.snapshots.build import SCHEMA_VERSION, build, iso
-from shared.snapshots.views import latest, stored
+from shared.snapshots.views import stored
 from shared.storage import inverted, months_back
 
 if TYPE_CHECKING:
@@ -148,12 +148,12 @@ async def take_snapshot(store: Store, settings: Settings, persist: bool, wait: f
             from shared.rules.evaluate import evaluate_rules
 
             snapshot["alert_rules"] = await evaluate_rules(store, snapshot)
-        except Exception:  # noqa: BLE001 - the snapshot is stored; the rules run again on the next one
+        except Exception:
             log.exception("alert rules could not be evaluated on snapshot %s", key)
             snapshot["alert_rules"] = {"evaluated": 0, "fired": [], "resolved": [], "error": "see the logs"}
         try:
             await _purge(store, settings, taken_at)
-        except Exception:  # noqa: BLE001 - retention is retried on the next build
+        except Exception:
             log.exception("old snapshots could not be purged")
         return {**snapshot, "coalesced": False}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS, status_info, status_rank
@@ -26,7 +26,7 @@ MAX_POINTS = 10_000  # points per /timeseries answer
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def snapshot_of(entity: dict[str, Any]) -> dict[str, Any]:

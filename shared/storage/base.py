@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterable, Self
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Self
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ServiceRequestError
 from azure.data.tables.aio import TableClient, TableServiceClient

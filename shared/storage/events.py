@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -38,7 +38,7 @@ def _details_json(details: dict[str, Any], limit: int = 30000) -> str:
 
 def _parse_dt(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
@@ -66,7 +66,7 @@ class EventsTable(StoreBase):
 
     async def list_events(self, limit: int = 50, before: datetime | None = None, monitor_id: str | None = None,
                           type_: str | None = None, months: int = 4) -> list[dict[str, Any]]:
-        top = before or datetime.now(timezone.utc) + timedelta(seconds=1)
+        top = before or datetime.now(UTC) + timedelta(seconds=1)
         flt = "RowKey gt @lo"
         params: dict[str, Any] = {"lo": keys.inverted(top)}
         if monitor_id:
@@ -106,7 +106,7 @@ class EventsTable(StoreBase):
     async def claim_delivery(self, event_id: str, key: str, lease_seconds: int) -> Claim:
         """Claim the right to deliver event `event_id` to `key` (like Powertools' idempotency records)."""
         client = await self.table("deliveries")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         row = {"PartitionKey": event_id, "RowKey": keys.delivery_row(key), "status": "in_progress",
                "expires_at": now + timedelta(seconds=lease_seconds), "attempts": 1}
         try:
@@ -137,7 +137,7 @@ class EventsTable(StoreBase):
                 pass
             return
         await client.upsert_entity({"PartitionKey": event_id, "RowKey": keys.delivery_row(key), "status": status,
-                                    "error": clip(error, 2000) or "", "finished_at": datetime.now(timezone.utc)},
+                                    "error": clip(error, 2000) or "", "finished_at": datetime.now(UTC)},
                                    mode=UpdateMode.MERGE)
 
     async def list_deliveries(self, event_id: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 SHARDS = 4
 MONITORS_PK = "m"
@@ -22,15 +22,15 @@ OUTBOX_MARK = "|ob|"
 
 _MAX_TICKS = 3155378975999999999  # DateTime.MaxValue.Ticks
 _EPOCH_TICKS = 621355968000000000  # ticks at 1970-01-01
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # ----------------------------------------------------------------------------------------------- time
 
 
 def ticks(dt: datetime) -> int:
-    dt = dt.astimezone(timezone.utc)
-    seconds = int(dt.replace(tzinfo=timezone.utc).timestamp())
+    dt = dt.astimezone(UTC)
+    seconds = int(dt.replace(tzinfo=UTC).timestamp())
     return _EPOCH_TICKS + seconds * 10_000_000 + dt.microsecond * 10
 
 
@@ -45,7 +45,7 @@ def from_inverted(key: str) -> datetime:
 
 
 def month_key(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y%m")
+    return dt.astimezone(UTC).strftime("%Y%m")
 
 
 def months_back(start: datetime, stop: datetime) -> list[str]:
@@ -58,7 +58,7 @@ def months_back(start: datetime, stop: datetime) -> list[str]:
 
 
 def hour_floor(dt: datetime) -> datetime:
-    return dt.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return dt.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def shard(monitor_id: str) -> int:

@@ -3,7 +3,7 @@ leases, the health ping, and retention deletes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -19,7 +19,7 @@ class MetaTable(StoreBase):
     async def ping(self) -> None:
         """One cheap request that proves storage answers (for /health)."""
         client = await self.table("meta")
-        await client.upsert_entity({"PartitionKey": "health", "RowKey": "ping", "at": datetime.now(timezone.utc)})
+        await client.upsert_entity({"PartitionKey": "health", "RowKey": "ping", "at": datetime.now(UTC)})
 
     async def get_kind_meta(self, kind: str) -> dict[str, Any]:
         client = await self.table("meta")
@@ -41,14 +41,14 @@ class MetaTable(StoreBase):
                                                  "RowKey": keys.inverted(ran), "kind": kind, **tick}))
 
     async def list_ticks(self, kind: str, since: datetime, limit: int = 2000) -> list[dict[str, Any]]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return await self.walk("ticks", [keys.ticks_pk(kind, at) for at in _month_starts(now, since)],
                                "RowKey lt @hi", {"hi": keys.inverted(since)}, limit=limit)
 
     async def newest_tick(self, kind: str, checked_only: bool = True, months: int = 2) -> dict[str, Any] | None:
         """The newest timer/manual run record of a kind (that checked at least one monitor), from the current and
         previous month; None when there is none."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         flt = "checked gt 0" if checked_only else "RowKey ne ''"
         rows = await self.walk("ticks", [keys.ticks_pk(kind, at) for at in
                                          _month_starts(now, now - timedelta(days=31 * (months - 1)))], flt, limit=1)
@@ -62,7 +62,7 @@ class MetaTable(StoreBase):
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> str | None:
         """The lease's ETag when we hold it now; None when someone else holds an unexpired one."""
         client = await self.table("leases")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         row = {"PartitionKey": keys.LEASE_PK, "RowKey": name, "owner": owner, "acquired_at": now,
                "expires_at": now + timedelta(seconds=seconds)}
         try:
@@ -87,7 +87,7 @@ class MetaTable(StoreBase):
     async def renew_lease(self, name: str, owner: str, etag: str, seconds: float) -> str | None:
         """Extend a lease we hold; None when it is no longer ours (expired and taken over)."""
         client = await self.table("leases")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             return str((await client.update_entity(
                 {"PartitionKey": keys.LEASE_PK, "RowKey": name, "owner": owner, "renewed_at": now,
@@ -132,4 +132,4 @@ class MetaTable(StoreBase):
 
 def _month_starts(start: datetime, stop: datetime) -> list[datetime]:
     """A time in each month from start's back to stop's (for partition keys built from a time)."""
-    return [datetime(int(m[:4]), int(m[4:]), 1, tzinfo=timezone.utc) for m in keys.months_back(start, stop)]
+    return [datetime(int(m[:4]), int(m[4:]), 1, tzinfo=UTC) for m in keys.months_back(start, stop)]

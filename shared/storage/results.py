@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.data.tables import UpdateMode
@@ -28,7 +28,7 @@ class ResultsTable(StoreBase):
     async def query_results(self, monitor_id: str, limit: int = 50, before: datetime | None = None,
                             since: datetime | None = None) -> list[dict[str, Any]]:
         """Newest first; `before` is exclusive, `since` inclusive. Walks month partitions backwards."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         top = before or now + timedelta(days=1)
         floor = max(since or now - timedelta(days=3650), top - timedelta(days=400))
         lo, hi = keys.result_bounds(monitor_id, before, since)
@@ -49,7 +49,7 @@ class ResultsTable(StoreBase):
         await self.batch("rollups", [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows])
 
     async def query_rollups(self, monitor_id: str, since: datetime) -> list[dict[str, Any]]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         lo, hi = keys.rollup_bounds(monitor_id, since)
         return await self.walk("rollups", [keys.rollup_pk(monitor_id, y) for y in range(now.year, since.year - 1, -1)],
                                "RowKey gt @lo and RowKey le @hi", {"lo": lo, "hi": hi})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -71,7 +71,7 @@ class StateTable(StoreBase):
         Raises Conflict when another run changed the state first (the caller re-reads and re-evaluates).
         """
         entity = check_entity({"PartitionKey": kind, "RowKey": monitor_id, "data": compact_json(data),
-                               "status": status, "updated_at": datetime.now(timezone.utc)})
+                               "status": status, "updated_at": datetime.now(UTC)})
         ops: list[Operation] = [("create", entity)] if etag is None else \
             [("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
                                  "match_condition": MatchConditions.IfNotModified})]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 bp = func.Blueprint()
 
 
-def _settings():  # noqa: ANN202 - shared.settings.Settings, imported on first use
+def _settings():
     from shared.settings import get_settings
 
     return get_settings()

@@ -62,6 +62,6 @@ async def handle(work: Callable[[Store], Awaitable[func.HttpResponse]]) -> func.
             return await work(store)
     except ServiceError as exc:
         return error(exc.status, exc.code, exc.message, exc.details)
-    except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no internals
+    except Exception:
         log.exception("request failed")
         return error(500, "internal_error", "the request failed; see the function logs")

@@ -8,7 +8,7 @@ trigger on one instance at a time (a blob lease), so a kind's ticks never overla
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import azure.functions as func
 
@@ -21,7 +21,7 @@ EVERY_MINUTE = "0 * * * * *"  # NCRONTAB, six fields: sec min hour day month wee
 SNAPSHOT_SCHEDULE = "0 */15 * * * *"  # shared/snapshots/views.py SNAPSHOT_SCHEDULE (a test keeps them in step)
 
 
-def _settings():  # noqa: ANN202 - shared.settings.Settings, imported on first use
+def _settings():
     from shared.settings import get_settings
 
     return get_settings()
@@ -34,7 +34,7 @@ def _register_kind_timer(kind: str) -> None:
         from shared import engine
         from shared.storage import Store
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if timer.past_due:
             log.warning("%s timer is running late", kind)
         settings = _settings()

@@ -3,7 +3,7 @@ monitor gets the same 404 badge."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitors import from_entity
@@ -74,7 +74,7 @@ async def uptime_badge(store: Store, monitor_id: str, window: str) -> tuple[int,
         if found is None:
             return not_found_badge("uptime")
         rolled_until = await uptimes.watermark(store)
-        acc = await uptimes.tally_since(store, monitor_id, datetime.now(timezone.utc) - WINDOWS[window], rolled_until)
+        acc = await uptimes.tally_since(store, monitor_id, datetime.now(UTC) - WINDOWS[window], rolled_until)
         percent = 100.0 * acc.up / acc.checks if acc.checks else None
         tone = {"ok": "ok", "minor": "ok", "warn": "warn", "down": "down", "none": "grey"}[day_tone(percent)]
         color = "#97ca00" if day_tone(percent) == "minor" else BADGE_COLORS[tone]

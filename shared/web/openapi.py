@@ -6,8 +6,8 @@ from functools import lru_cache
 from typing import Any
 
 from monitors import KINDS
-from shared.events import Event
 from shared import VERSION
+from shared.events import Event
 from shared.manage.history import WINDOWS
 
 
