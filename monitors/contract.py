@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from monitors.base import MonitorBase
     from shared.events import Event, EventType
+    from shared.outbound.guard import Guard
     from shared.settings import Settings
 
 log = logging.getLogger("monitor.kinds")
@@ -150,14 +151,15 @@ class AppStorage(Protocol):
 @dataclass
 class CheckContext:
     """What a check may use: one HTTP session for targets named by monitor definitions (behind the outbound
-    guard), one for endpoints named in the operator's settings (WHMCS, InvenTree, Azure), the settings, and a
-    read-only look at the app's storage."""
+    guard), one for endpoints named in the operator's settings (WHMCS, InvenTree, Azure), the guard itself (for
+    other protocols: shared/outbound/tcp.py), the settings, and a read-only look at the app's storage."""
 
     http: aiohttp.ClientSession
     trusted_http: aiohttp.ClientSession
     settings: Settings
     app_storage: AppStorage
     concurrency: int = 100
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)

@@ -120,9 +120,10 @@ async def check_context(settings: Settings, store: Store | None) -> AsyncIterato
     from shared.outbound.guard import Guard
     from shared.outbound.http import sessions
 
-    async with sessions(settings.check_concurrency, Guard.from_settings(settings)) as (guarded, trusted):
+    guard = Guard.from_settings(settings)
+    async with sessions(settings.check_concurrency, guard) as (guarded, trusted):
         port: Any = AppStoragePort(store) if store is not None else None
-        yield CheckContext(guarded, trusted, settings, port, settings.check_concurrency)
+        yield CheckContext(guarded, trusted, settings, port, settings.check_concurrency, guard)
 
 
 async def _process(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
