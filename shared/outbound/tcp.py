@@ -21,8 +21,8 @@ async def open_connection(guard: Guard, host: str, port: int, timeout: float,
         addresses = [str(literal)]
     else:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        found = [str(info[4][0]) for info in infos]
-        addresses = [a for a in dict.fromkeys(found) if guard.refusal(literal_address(a) or _bad(a)) is None]
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = [a for a in found if (ip := literal_address(a)) is not None and guard.allowed(ip)]
         if not addresses:
             first = literal_address(found[0]) if found else None
             raise OutboundRefused(f"{host} resolves to {guard.refusal(first) if first else 'nothing'}")
@@ -39,7 +39,3 @@ async def open_connection(guard: Guard, host: str, port: int, timeout: float,
         except OSError as error:
             last = error
     raise last or OSError(f"cannot connect to {host}:{port}")
-
-
-def _bad(address: str) -> object:
-    raise OutboundRefused(f"refusing to connect to {address!r}: not an address")
