@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import json
 import logging
@@ -25,7 +26,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +204,8 @@ class LocalHost:
         queue = QueueClient.from_connection_string(conn, name)
         poison = QueueClient.from_connection_string(conn, f"{name}-poison")
         for client in (queue, poison):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 await client.create_queue()
-            except ResourceExistsError:
-                pass
         log.info("queue %s -> %s", name, fn.name)
         idle = 0.1
         async with queue, poison:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ Tone = Literal["ok", "warn", "down", "grey"]
 # ------------------------------------------------------------------------------------------ vocabulary
 
 
-class Common(str, Enum):
+class Common(StrEnum):
     """The statuses every kind has."""
 
     PENDING = "PENDING"  # never checked
@@ -82,7 +82,7 @@ COMMON: dict[str, StatusInfo] = {
 class Vocabulary:
     """A kind's statuses: its own enum members plus PENDING and ERROR."""
 
-    def __init__(self, statuses: type[Enum], info: dict[str, StatusInfo]) -> None:
+    def __init__(self, statuses: type[StrEnum], info: dict[str, StatusInfo]) -> None:
         missing = {m.value for m in statuses} - set(info) - set(COMMON)
         if missing:
             raise ValueError(f"no StatusInfo for {sorted(missing)}")
@@ -219,10 +219,6 @@ class Kind(Generic[C]):
         return None
 
     # -- what shared code shows ---------------------------------------------------------------------------
-
-    def unique_keys(self, cfg: C) -> list[str]:
-        """Values that must be unique among monitors of this kind (e.g. a website's URL + method)."""
-        return []
 
     def outbound_targets(self, cfg: C) -> dict[str, str]:
         """field → URL of what the check will connect to (refused at create time when it names an address the

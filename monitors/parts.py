@@ -32,8 +32,8 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -67,7 +67,7 @@ KIND = "parts"
 log = logging.getLogger("monitor.parts")
 
 
-class PartsStatus(str, Enum):
+class PartsStatus(StrEnum):
     PENDING = "PENDING"
     OK = "OK"
     SHORT = "SHORT"
@@ -181,10 +181,10 @@ class Parts(Kind[Config]):
     Config = Config
     title = "Parts lists"
     statuses = Vocabulary(PartsStatus, {"OK": healthy(), "SHORT": warning("Parts short", 55, breach=True)})
-    metrics = {"parts_lines_short": "Lines of the parts list that are short.",
+    metrics: ClassVar[dict[str, str]] = {"parts_lines_short": "Lines of the parts list that are short.",
                "parts_total_missing": "Units missing over all lines of the parts list.",
                "parts_kits_buildable": "Kits buildable now from the parts list."}
-    email_templates = {EventType.PARTS_REPORT: "parts_report"}
+    email_templates: ClassVar[dict[EventType, str]] = {EventType.PARTS_REPORT: "parts_report"}
 
     async def check_batch(self, cfgs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:
         return await check_batch(cfgs, ctx)

@@ -209,7 +209,7 @@ async def build_report(cfg: Config, client: InvenTree, field: str) -> dict[str, 
         wanted = [(line, line.quantity, {}) for line in cfg.parts or []]
     founds = await _all([resolve(client, ref) for ref, _, _ in wanted])
     lines = []
-    for (ref, quantity, extra), found in zip(wanted, founds):
+    for (ref, quantity, extra), found in zip(wanted, founds, strict=True):
         if found.warning:
             warnings.append(found.warning)
         lines.append(line_of(ref, quantity, cfg.kits, found, field, extra))
@@ -250,7 +250,7 @@ def capped(warnings: list[str]) -> list[str]:
     """At most MAX_WARNINGS (for the e-mail and the result row; the count stays whole)."""
     if len(warnings) <= MAX_WARNINGS:
         return warnings
-    return warnings[:MAX_WARNINGS] + [f"… and {len(warnings) - MAX_WARNINGS} more warnings"]
+    return [*warnings[:MAX_WARNINGS], f"… and {len(warnings) - MAX_WARNINGS} more warnings"]
 
 
 def public_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ stays UP or stays DOWN produces an identical state and the engine writes nothing
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from monitors.base import MonitorBase, UpDownPolicy
@@ -34,7 +34,7 @@ from shared.events import Event, EventType
 from shared.text import duration
 
 
-class UpDown(str, Enum):
+class UpDown(StrEnum):
     """The statuses of an up/down monitor."""
 
     PENDING = "PENDING"

@@ -24,11 +24,13 @@ Forecast: the average purchase rate over the last `HISTORY` quantity changes kep
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -46,7 +48,7 @@ FORECAST_KEYS = ("consumption_per_day", "days_to_stockout", "stockout_at")
 log = logging.getLogger("monitor.stock")
 
 
-class StockStatus(str, Enum):
+class StockStatus(StrEnum):
     PENDING = "PENDING"
     OK = "OK"
     LOW = "LOW"
@@ -165,7 +167,7 @@ def _iso(dt: datetime) -> str:
 def forecast(history: list[list[Any]], quantity: int, now: datetime) -> dict[str, Any]:
     """Projected stock-out from the kept quantity changes (see the module docstring); {} when unknown."""
     samples = [(datetime.fromisoformat(at), int(qty)) for at, qty in history]
-    drops = [a - b for (_, a), (_, b) in zip(samples, samples[1:]) if b < a]
+    drops = [a - b for (_, a), (_, b) in itertools.pairwise(samples) if b < a]
     if len(drops) < MIN_PURCHASES:
         return {}
     if quantity <= 0:
@@ -194,87 +196,51 @@ def display_name(cfg: Config, state: dict[str, Any], result: CheckResult) -> str
     return cfg.name or result.data.get("product_name") or state.get("name") or f"WHMCS product {cfg.product_id}"
 
 
+@dataclass
+class _Step:
+    """One evaluation in progress: the monitor, its new state, the quantity and forecast, the events so far."""
+
+    cfg: Config
+    state: dict[str, Any]
+    now: datetime
+    name: str
+    qty: int = 0
+    fc: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def fc_details(self) -> dict[str, Any]:
+        return {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in self.fc.items()}
+
+    def event(self, type_: EventType, severity: str, message: str, **details: Any) -> None:
+        self.events.append(Event(type=type_, kind=KIND, monitor_id=self.cfg.id or "", monitor_name=self.name,
+                                 severity=severity, occurred_at=self.now, message=message,
+                                 details={"product_id": self.cfg.product_id, **details}))
+
+
 def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
     """Pure in the engine's sense: the same inputs give the same evaluation. It also writes the fields that
     need the previous record (delta, change_type, threshold and forecast fields) into `result.data`, recomputed
     on every call, so the engine stores them with the result row."""
     # `last_slot` is the engine's bookkeeping, not ours: leaving it out keeps an unchanged state equal.
     state = {k: v for k, v in prev.items() if k != "last_slot"} if prev else {"status": "PENDING"}
-    events: list[Event] = []
-    name = display_name(cfg, state, result)
-
-    def event(type_: EventType, severity: str, message: str, **details: Any) -> None:
-        events.append(Event(type=type_, kind=KIND, monitor_id=cfg.id or "", monitor_name=name, severity=severity,
-                            occurred_at=now, message=message,
-                            details={"product_id": cfg.product_id, **details}))
-
-    if error_policy(cfg, KIND, state, result, now, events, name=name):
-        return Evaluation(state, state["status"], events)
+    step = _Step(cfg, state, now, display_name(cfg, state, result))
+    if error_policy(cfg, KIND, state, result, now, step.events, name=step.name):
+        return Evaluation(state, state["status"], step.events)
 
     if state.get("product_id") != cfg.product_id:  # first record, or the monitor was moved to another product
         for key in ("quantity", "history", "forecast_alerted", "name"):
             state.pop(key, None)
         state["product_id"] = cfg.product_id
-    qty = int(result.data["quantity"])
-    previous = state.get("quantity")
-    delta = qty - previous if previous is not None else 0
-    change = "initial" if previous is None else "restock" if delta > 0 else "purchase" if delta < 0 \
-        else "unchanged"
-    if change != "unchanged":
-        state["quantity"] = qty
-        state["history"] = [*state.get("history", []), [_iso(now), qty]][-HISTORY:]
-    if change == "restock":
-        state.pop("forecast_alerted", None)  # a new episode for the stock-out alert
+    step.qty = int(result.data["quantity"])
+    previous, delta, change = _record(step)
     product_name = result.data.get("product_name")
     if product_name and state.get("name") != product_name:
         state["name"] = product_name
-
-    fc = forecast(state.get("history", []), qty, now)
-    fc_details = {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in fc.items()}
-    fc_text = _forecast_text(fc)
-
-    if change == "restock" and cfg.notify_on_restock:
-        event(EventType.STOCK_INCREASED, "info", f"{name} was restocked: {previous} → {qty} ({delta:+d}).",
-              quantity=qty, previous_quantity=previous, delta=delta, **fc_details)
-    elif change == "purchase" and cfg.notify_on_purchase:
-        event(EventType.STOCK_DECREASED, "info", f"{name} stock went down: {previous} → {qty} ({delta:+d})"
-              f"{fc_text}.", quantity=qty, previous_quantity=previous, delta=delta, **fc_details)
-
-    # thresholds: events when a breach begins or ends; reminders every renotify_minutes while it lasts
-    breach = "low" if cfg.threshold_low is not None and qty <= cfg.threshold_low else \
-        "high" if cfg.threshold_high is not None and qty >= cfg.threshold_high else None
-    limits = {"threshold_low": cfg.threshold_low, "threshold_high": cfg.threshold_high}
-    was = state.get("breach")
-    if breach != was:
-        if was is not None:
-            since = state.get("breach_since")
-            seconds = round((now - datetime.fromisoformat(since)).total_seconds()) if since else None
-            if cfg.notify_on_threshold:
-                event(EventType.THRESHOLD_CLEARED, "info", f"{name} stock is no longer {was}: {qty}.",
-                      quantity=qty, cleared=was, breach_seconds=seconds, **limits)
-            for key in ("breach", "breach_since", "notified_at"):
-                state.pop(key, None)
-        if breach is not None:
-            state["breach"] = breach
-            state["breach_since"] = _iso(now)
-            if cfg.notify_on_threshold:
-                state["notified_at"] = _iso(now)
-                _breach_event(event, breach, name, qty, cfg, fc_text, fc_details, limits, reminder=False)
-    elif breach is not None and cfg.notify_on_threshold and cfg.renotify_minutes:
-        last = state.get("notified_at")
-        if last is None or (now - datetime.fromisoformat(last)).total_seconds() >= cfg.renotify_minutes * 60:
-            state["notified_at"] = _iso(now)
-            _breach_event(event, breach, name, qty, cfg, fc_text, fc_details, limits, reminder=True,
-                          since=state.get("breach_since"))
-
-    # stock-out forecast: at most once between two restocks
-    if cfg.stockout_alert_days and qty > 0 and "days_to_stockout" in fc \
-            and fc["days_to_stockout"] <= cfg.stockout_alert_days and not state.get("forecast_alerted"):
-        state["forecast_alerted"] = True
-        event(EventType.STOCKOUT_FORECAST, "warning", f"{name} is projected to run out of stock in about "
-              f"{fc['days_to_stockout']:g} days, around {fc['stockout_at']:%Y-%m-%d} ({qty} left, "
-              f"{_rate(fc['consumption_per_day'])} sold a day).", quantity=qty,
-              alert_days=cfg.stockout_alert_days, **fc_details)
+    step.fc = forecast(state.get("history", []), step.qty, now)
+    _quantity_events(step, previous, delta, change)
+    breach = _thresholds(step)
+    _forecast_alert(step)
 
     status = {"low": "LOW", "high": "HIGH"}.get(breach or "", "OK")
     if status != (prev or {}).get("status"):
@@ -284,22 +250,90 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
     for key in FORECAST_KEYS:
         result.data.pop(key, None)
     result.data.update({"delta": delta, "change_type": change, "threshold_breached": breach is not None,
-                        "threshold_type": breach, "previous_quantity": previous, **fc})
-    return Evaluation(state, status, events)
+                        "threshold_type": breach, "previous_quantity": previous, **step.fc})
+    return Evaluation(state, status, step.events)
 
 
-def _breach_event(event: Any, breach: str, name: str, qty: int, cfg: Config, fc_text: str,
-                  fc_details: dict[str, Any], limits: dict[str, Any], reminder: bool, since: str | None = None) -> None:
+def _record(step: _Step) -> tuple[int | None, int, str]:
+    """The change against the last record (previous quantity, delta, change type), kept in the history."""
+    state, qty = step.state, step.qty
+    previous = state.get("quantity")
+    delta = qty - previous if previous is not None else 0
+    change = "initial" if previous is None else "restock" if delta > 0 else "purchase" if delta < 0 \
+        else "unchanged"
+    if change != "unchanged":
+        state["quantity"] = qty
+        state["history"] = [*state.get("history", []), [_iso(step.now), qty]][-HISTORY:]
+    if change == "restock":
+        state.pop("forecast_alerted", None)  # a new episode for the stock-out alert
+    return previous, delta, change
+
+
+def _quantity_events(step: _Step, previous: int | None, delta: int, change: str) -> None:
+    cfg, name, qty = step.cfg, step.name, step.qty
+    if change == "restock" and cfg.notify_on_restock:
+        step.event(EventType.STOCK_INCREASED, "info", f"{name} was restocked: {previous} → {qty} ({delta:+d}).",
+                   quantity=qty, previous_quantity=previous, delta=delta, **step.fc_details)
+    elif change == "purchase" and cfg.notify_on_purchase:
+        step.event(EventType.STOCK_DECREASED, "info", f"{name} stock went down: {previous} → {qty} ({delta:+d})"
+                   f"{_forecast_text(step.fc)}.", quantity=qty, previous_quantity=previous, delta=delta,
+                   **step.fc_details)
+
+
+def _thresholds(step: _Step) -> str | None:
+    """Events when a breach begins or ends; reminders every renotify_minutes while it lasts. The breach."""
+    cfg, state, now, qty = step.cfg, step.state, step.now, step.qty
+    breach = "low" if cfg.threshold_low is not None and qty <= cfg.threshold_low else \
+        "high" if cfg.threshold_high is not None and qty >= cfg.threshold_high else None
+    limits = {"threshold_low": cfg.threshold_low, "threshold_high": cfg.threshold_high}
+    was = state.get("breach")
+    if breach != was:
+        if was is not None:
+            since = state.get("breach_since")
+            seconds = round((now - datetime.fromisoformat(since)).total_seconds()) if since else None
+            if cfg.notify_on_threshold:
+                step.event(EventType.THRESHOLD_CLEARED, "info", f"{step.name} stock is no longer {was}: {qty}.",
+                           quantity=qty, cleared=was, breach_seconds=seconds, **limits)
+            for key in ("breach", "breach_since", "notified_at"):
+                state.pop(key, None)
+        if breach is not None:
+            state["breach"] = breach
+            state["breach_since"] = _iso(now)
+            if cfg.notify_on_threshold:
+                state["notified_at"] = _iso(now)
+                _breach_event(step, breach, limits, reminder=False)
+    elif breach is not None and cfg.notify_on_threshold and cfg.renotify_minutes:
+        last = state.get("notified_at")
+        if last is None or (now - datetime.fromisoformat(last)).total_seconds() >= cfg.renotify_minutes * 60:
+            state["notified_at"] = _iso(now)
+            _breach_event(step, breach, limits, reminder=True, since=state.get("breach_since"))
+    return breach
+
+
+def _forecast_alert(step: _Step) -> None:
+    """The stock-out forecast: at most once between two restocks."""
+    cfg, fc, qty = step.cfg, step.fc, step.qty
+    if cfg.stockout_alert_days and qty > 0 and "days_to_stockout" in fc \
+            and fc["days_to_stockout"] <= cfg.stockout_alert_days and not step.state.get("forecast_alerted"):
+        step.state["forecast_alerted"] = True
+        step.event(EventType.STOCKOUT_FORECAST, "warning", f"{step.name} is projected to run out of stock in about "
+                   f"{fc['days_to_stockout']:g} days, around {fc['stockout_at']:%Y-%m-%d} ({qty} left, "
+                   f"{_rate(fc['consumption_per_day'])} sold a day).", quantity=qty,
+                   alert_days=cfg.stockout_alert_days, **step.fc_details)
+
+
+def _breach_event(step: _Step, breach: str, limits: dict[str, Any], reminder: bool, since: str | None = None) -> None:
+    cfg, name, qty = step.cfg, step.name, step.qty
     still = "still " if reminder else ""
     extra = {"reminder": True, "since": since} if reminder else {}
     if breach == "low":
         severity = "critical" if qty <= 0 else "warning"
-        event(EventType.THRESHOLD_BREACH_LOW, severity, f"{name} stock is {still}low: {qty} (low threshold "
-              f"{cfg.threshold_low}){fc_text}.", quantity=qty, **limits, **fc_details, **extra)
+        step.event(EventType.THRESHOLD_BREACH_LOW, severity, f"{name} stock is {still}low: {qty} (low threshold "
+                   f"{cfg.threshold_low}){_forecast_text(step.fc)}.", quantity=qty, **limits, **step.fc_details,
+                   **extra)
     else:
-        event(EventType.THRESHOLD_BREACH_HIGH, "warning", f"{name} stock is {still}high: {qty} (high threshold "
-              f"{cfg.threshold_high}).", quantity=qty, **limits, **extra)
-
+        step.event(EventType.THRESHOLD_BREACH_HIGH, "warning", f"{name} stock is {still}high: {qty} (high "
+                   f"threshold {cfg.threshold_high}).", quantity=qty, **limits, **extra)
 
 class Stock(Kind[Config]):
     name = KIND
@@ -308,7 +342,7 @@ class Stock(Kind[Config]):
     unique_field = "product_id"
     statuses = Vocabulary(StockStatus, {"OK": healthy(), "LOW": warning("Low stock", 50, breach=True),
                                         "HIGH": warning("High stock", 45, breach=True)})
-    metrics = {"stock_quantity": "Stock level of the WHMCS product, from the latest check."}
+    metrics: ClassVar[dict[str, str]] = {"stock_quantity": "Stock level of the WHMCS product, from the latest check."}
 
     async def check_batch(self, cfgs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:
         return await check_batch(cfgs, ctx)

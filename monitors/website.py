@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -199,8 +199,9 @@ class Website(UpDownKind[Config]):
     Config = Config
     title = "Websites"
     unique_field = "url"
-    metrics = {"website_certificate_days_left": "Days until the website's TLS certificate expires.",
-               "website_http_status_code": "HTTP status of the website's latest check."}
+    metrics: ClassVar[dict[str, str]] = {
+        "website_certificate_days_left": "Days until the website's TLS certificate expires.",
+        "website_http_status_code": "HTTP status of the website's latest check."}
 
     async def check(self, cfg: Config, ctx: CheckContext) -> CheckResult:
         """Up to `attempts` tries with a short backoff; the last try's result stands."""
@@ -222,14 +223,14 @@ class Website(UpDownKind[Config]):
         ev = super().evaluate(cfg, prev, result, now)
         days = result.data.get("cert_days_left")
         expiry = result.data.get("cert_expires_at")
-        if days is not None and expiry is not None and days <= cfg.cert_warning_days:
-            if ev.state.get("cert_warned_for") != expiry.isoformat():
-                ev.state["cert_warned_for"] = expiry.isoformat()
-                ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
-                                       monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
-                                       occurred_at=now, message=f"The TLS certificate of {cfg.url} expires in "
-                                       f"{days} day(s), on {expiry:%Y-%m-%d}.",
-                                       details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
+        if days is not None and expiry is not None and days <= cfg.cert_warning_days \
+                and ev.state.get("cert_warned_for") != expiry.isoformat():
+            ev.state["cert_warned_for"] = expiry.isoformat()
+            ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
+                                   monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
+                                   occurred_at=now, message=f"The TLS certificate of {cfg.url} expires in "
+                                   f"{days} day(s), on {expiry:%Y-%m-%d}.",
+                                   details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
         return ev
 
     def outbound_targets(self, cfg: Config) -> dict[str, str]:

@@ -106,7 +106,7 @@ def table(args: argparse.Namespace) -> str:
     rows = [header, ["---", *["---:" for _ in args.monitors]]]
     rows.append(["checks per month", *[count(n * ticks) for n in args.monitors]])
     for line in lines.values():
-        rows.append([line.label, *[f"{money(c)} ({v})" for c, v in zip(line.costs, line.volumes)]])
+        rows.append([line.label, *[f"{money(c)} ({v})" for c, v in zip(line.costs, line.volumes, strict=True)]])
     totals = [sum(line.costs[i] for line in lines.values()) for i in range(len(args.monitors))]
     rows.append(["**total per month**", *[f"**{money(t)}**" for t in totals]])
     out = ["| " + " | ".join(row) + " |" for row in rows]

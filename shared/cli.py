@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tabulate import tabulate
@@ -99,7 +100,7 @@ def _rule_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _render_rules(data: dict[str, Any]) -> str:
     if data.get("deleted"):
         return f"deleted {data['id']}"
-    items = data["items"] if "items" in data else [data]
+    items = data.get("items", [data])
     return _table(_rule_rows(items), ["id", "name", "condition", "for", "severity", "enabled", "firing", "value"])
 
 
@@ -136,59 +137,67 @@ def _render_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def _deleted(done: Any, ident: str) -> dict[str, Any]:
+    await done
+    return {"id": ident, "deleted": True}
+
+
+def _run(store: Any, settings: Any, args: argparse.Namespace) -> Any:
+    if bool(args.id) == bool(args.kind):
+        raise Invalid("give a monitor id or --kind, not both", [{"field": "id/--kind", "message": "exactly one"}])
+    if args.kind:
+        return manage.run_kind(store, settings, args.kind)
+    return manage.run_monitor(store, settings, args.id)
+
+
+async def _listed(items: Any) -> dict[str, Any]:
+    return {"items": await items}
+
+
+async def _health(store: Any, settings: Any) -> dict[str, Any]:
+    return (await manage.health(store, settings))[1]
+
+
+def _rules(store: Any, args: argparse.Namespace) -> Any:
+    if args.action == "list":
+        return _listed(rules.list_rules(store))
+    if args.action == "add":
+        return rules.create_rule(store, _fields(args.fields))
+    if args.action == "update":
+        return rules.update_rule(store, args.id, _fields(args.fields))
+    return _deleted(rules.delete_rule(store, args.id), args.id)
+
+
+# command → (store, settings, args) → awaitable of what to print
+COMMANDS: dict[str, Callable[[Any, Any, argparse.Namespace], Awaitable[Any]]] = {
+    "add": lambda st, _, a: manage.create_monitor(st, {"kind": a.kind, **_fields(a.fields)}),
+    "list": lambda st, _, a: _listed(manage.list_monitors(st, a.kind)),
+    "show": lambda st, _, a: manage.get_monitor(st, a.id),
+    "update": lambda st, _, a: manage.update_monitor(st, a.id, _fields(a.fields)),
+    "enable": lambda st, _, a: manage.set_enabled(st, a.id, True),
+    "disable": lambda st, _, a: manage.set_enabled(st, a.id, False),
+    "delete": lambda st, _, a: _deleted(manage.delete_monitor(st, a.id), a.id),
+    "run": _run,
+    "results": lambda st, _, a: manage.results(st, a.id, manage.parse_limit(a.limit),
+                                               manage.parse_time(a.before, "before")),
+    "downtimes": lambda st, _, a: manage.downtimes(st, a.id),
+    "uptime": lambda st, _, a: manage.uptime(st, a.id, a.window),
+    "events": lambda st, _, a: manage.events(st, manage.parse_limit(a.limit), monitor_id=a.monitor),
+    "pause": lambda st, _, a: manage.set_paused(st, a.kind, True),
+    "resume": lambda st, _, a: manage.set_paused(st, a.kind, False),
+    "health": lambda st, se, _: _health(st, se),
+    "status": lambda st, _, __: snapshots.status(st),
+    "snapshot": lambda st, se, a: snapshots.take_snapshot(st, se, a.persist, a.wait),
+    "rules": lambda st, _, a: _rules(st, a),
+}
+
+
 async def _dispatch(args: argparse.Namespace) -> Any:
     from shared.storage import Store
 
     settings = get_settings()
     async with Store.open(settings) as store:
-        c = args.command
-        if c == "add":
-            return await manage.create_monitor(store, {"kind": args.kind, **_fields(args.fields)})
-        if c == "list":
-            return {"items": await manage.list_monitors(store, args.kind)}
-        if c == "show":
-            return await manage.get_monitor(store, args.id)
-        if c == "update":
-            return await manage.update_monitor(store, args.id, _fields(args.fields))
-        if c in ("enable", "disable"):
-            return await manage.set_enabled(store, args.id, c == "enable")
-        if c == "delete":
-            await manage.delete_monitor(store, args.id)
-            return {"id": args.id, "deleted": True}
-        if c == "run":
-            if bool(args.id) == bool(args.kind):
-                raise Invalid("give a monitor id or --kind, not both",
-                                      [{"field": "id/--kind", "message": "exactly one"}])
-            if args.kind:
-                return await manage.run_kind(store, settings, args.kind)
-            return await manage.run_monitor(store, settings, args.id)
-        if c == "results":
-            return await manage.results(store, args.id, manage.parse_limit(args.limit),
-                                         manage.parse_time(args.before, "before"))
-        if c == "downtimes":
-            return await manage.downtimes(store, args.id)
-        if c == "uptime":
-            return await manage.uptime(store, args.id, args.window)
-        if c == "events":
-            return await manage.events(store, manage.parse_limit(args.limit), monitor_id=args.monitor)
-        if c in ("pause", "resume"):
-            return await manage.set_paused(store, args.kind, c == "pause")
-        if c == "health":
-            return (await manage.health(store, settings))[1]
-        if c == "status":
-            return await snapshots.status(store)
-        if c == "snapshot":
-            return await snapshots.take_snapshot(store, settings, args.persist, args.wait)
-        if c == "rules":
-            if args.action == "list":
-                return {"items": await rules.list_rules(store)}
-            if args.action == "add":
-                return await rules.create_rule(store, _fields(args.fields))
-            if args.action == "update":
-                return await rules.update_rule(store, args.id, _fields(args.fields))
-            await rules.delete_rule(store, args.id)
-            return {"id": args.id, "deleted": True}
-        raise AssertionError(c)
+        return await COMMANDS[args.command](store, settings, args)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     # website / any up-down monitor
     MONITOR_DOWN = "MONITOR_DOWN"
     MONITOR_UP = "MONITOR_UP"  # recovered after DOWN
@@ -45,7 +45,7 @@ class EventType(str, Enum):
 Severity = Literal["info", "warning", "critical"]
 
 
-class DeliveryStatus(str, Enum):
+class DeliveryStatus(StrEnum):
     """An event's delivery, as stored on its row and shown by GET /events."""
 
     NONE = "none"  # nobody is told (tick records)

@@ -10,10 +10,10 @@ def duration(seconds: float | int | None) -> str:
     """42 s, 48 min, 1 h 30 min, 3 days 4 h — the one way every message, page and e-mail says how long."""
     if seconds is None:
         return "unknown"
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s < 90:
         return f"{s} s"
-    minutes = int(round(s / 60))
+    minutes = round(s / 60)
     if minutes < 90:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)

@@ -61,7 +61,7 @@ class _Handler:
         with o.lock:
             o.rcpt_attempts.append(address)
             if address.lower() in o.rejected:
-                return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+                return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
             if o.tempfails > 0:
                 o.tempfails -= 1
                 return "451 4.7.1 Greylisted, please try again later"

@@ -9,6 +9,7 @@ an azure.functions.QueueMessage, delete the message on success, make it visible 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import smtplib
@@ -104,10 +105,8 @@ class Host:
             except Exception as error:
                 if msg.dequeue_count >= MAX_DEQUEUE:
                     async with self.client(f"{queue}-poison") as poison:
-                        try:
+                        with contextlib.suppress(ResourceExistsError):
                             await poison.create_queue()
-                        except ResourceExistsError:
-                            pass
                         await poison.send_message(msg.content)
                     await q.delete_message(msg)
                     return Run("poisoned", msg.dequeue_count, error)

@@ -9,15 +9,15 @@ metric, an empty series, a missing queue — the operator hears once, through th
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, red, warning
 from monitors.resource.config import Config
 from monitors.resource.evaluate import KIND, LEVELS, MAX_SAMPLES, decode_metrics, evaluate, project_full, result_view  # noqa: F401
 
 
-class ResourceStatus(str, Enum):
+class ResourceStatus(StrEnum):
     PENDING = "PENDING"
     OK = "OK"
     WARNING = "WARNING"
@@ -37,7 +37,7 @@ class Resource(Kind[Config]):
     title = "Resources"
     statuses = Vocabulary(ResourceStatus, {"OK": healthy(), "WARNING": warning("Warning", 40, breach=True),
                                            "ALERT": red("Alert", 90, breach=True)})
-    metrics = {"resource_metric_value": "Latest value of a resource metric (unit in the unit label).",
+    metrics: ClassVar[dict[str, str]] = {"resource_metric_value": "Latest value of a resource metric (unit in the unit label).",
                "resource_metric_level": "Level of a resource metric: 0 OK, 1 WARNING, 2 ALERT."}
 
     async def check_batch(self, cfgs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:

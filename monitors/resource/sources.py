@@ -132,7 +132,7 @@ async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, Che
         results = await asyncio.gather(*(one(cfg) for cfg in configs))
     finally:
         await cycle.close()
-    return {cfg.id or "": result for cfg, result in zip(configs, results)}
+    return {cfg.id or "": result for cfg, result in zip(configs, results, strict=True)}
 
 
 def _ms(started: float) -> float:

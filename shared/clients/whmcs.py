@@ -6,6 +6,7 @@ credentials or IP, a redirect, a reply that is not WHMCS's); the WHMCS secret an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -92,10 +93,8 @@ async def _request(http: aiohttp.ClientSession, settings: Any, form: dict[str, s
         raise TransientError(f"WHMCS: {text}") from None
 
     reply: Any = None
-    try:
+    with contextlib.suppress(ValueError):
         reply = json.loads(body.decode("utf-8-sig"))
-    except ValueError:
-        pass
     if isinstance(reply, dict) and reply.get("result") == "error":
         message = clip(" ".join(str(reply.get("message") or "no reason given").split()), 300) or ""
         where = "" if status == 200 else f" (HTTP {status})"

@@ -147,7 +147,7 @@ async def _process(store: Store, settings: Settings, kind: Kind[Any], due: list[
     # Evaluate everything in this task (pure and cheap); only monitors whose state changed get a write task.
     settled: list[tuple[Outcome, list[OutboxRow]]] = []
     pending = []
-    for (cfg, slot), (result, checked_at) in zip(due, checked):
+    for (cfg, slot), (result, checked_at) in zip(due, checked, strict=True):
         try:
             evaluation, prev = evaluate(kind, cfg, states.get(cfg.id or ""), result, checked_at)
         except Exception:

@@ -115,7 +115,7 @@ async def readings(store: Store) -> dict[str, Any]:
     latest = await asyncio.gather(*(latest_of(e["RowKey"]) for e in entities))
     names = [e.get("name") or e["RowKey"] for e in entities]
     items, metrics, statuses, counted = [], {}, {}, []
-    for entity, name, rows in zip(entities, names, latest):
+    for entity, name, rows in zip(entities, names, latest, strict=True):
         view = kind_of(entity["kind"]).readings(rows[0] if rows else None) or {}
         try:
             source = json.loads(entity.get("spec") or "{}").get("source", {}).get("type")

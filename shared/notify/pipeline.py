@@ -106,6 +106,7 @@ class _Tally:
     failed: dict[str, str] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)  # finished by an earlier invocation
     retry: dict[str, str] = field(default_factory=dict)
+    channel_failure: NotifyError | None = None
 
 
 async def statuses(store: Store, event_id: str, prefix: str, recipients: list[str]) -> dict[str, dict[str, Any]]:
@@ -139,52 +140,13 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
         return "no_recipients"
 
     channel = channel or email_channel(settings)
-    lease = lease_seconds(settings)
-    rendered = render_event(event, settings)
-    tally = _Tally()
-    channel_failure: NotifyError | None = None
-
-    for rcpt in recipients:
-        key = f"{channel.name}:{rcpt}"
-        if isinstance(channel_failure, TransientError):
-            break  # the server is unreachable: the rest waits for the redelivery, unclaimed
-        claim = await store.claim_delivery(event.id, key, lease)
-        if claim == Claim.DONE:
-            tally.done.append(rcpt)
-            continue
-        if claim == Claim.BUSY:
-            tally.retry[rcpt] = "another invocation is sending it"
-            continue
-        if isinstance(channel_failure, PermanentError):  # e.g. credentials refused: the same for everyone
-            await store.finish_delivery(event.id, key, "failed", str(channel_failure))
-            tally.failed[rcpt] = str(channel_failure)
-            continue
-        note = Notification(rcpt, rendered.subject, rendered.text, rendered.html, ref=event.id)
-        try:
-            await send_with_retry(channel, note)
-        except PermanentError as error:
-            await store.finish_delivery(event.id, key, "failed", str(error))
-            tally.failed[rcpt] = str(error)
-            log.error("event %s: e-mail to %s failed permanently: %s", event.id, rcpt, error)
-            if error.scope == "channel":
-                channel_failure = error
-        except TransientError as error:
-            await store.finish_delivery(event.id, key, "released")
-            tally.retry[rcpt] = str(error)
-            if error.scope == "channel":
-                channel_failure = error
-        except BaseException:
-            await asyncio.shield(store.finish_delivery(event.id, key, "released"))
-            raise
-        else:
-            await store.finish_delivery(event.id, key, "sent")
-            tally.sent.append(rcpt)
-
+    tally = await _send_all(store, settings, channel, event, recipients)
     await _confirm(store, event, f"{channel.name}:", tally)
-    if tally.retry or isinstance(channel_failure, TransientError):
+    if tally.retry or isinstance(tally.channel_failure, TransientError):
         pending = len(recipients) - len(tally.sent) - len(tally.failed) - len(tally.done)
-        reason = "; ".join(sorted(set(tally.retry.values()))) or str(channel_failure)
-        await store.mark_event(ev, DeliveryStatus.RETRYING.value, f"attempt {dequeue_count} of {MAX_DEQUEUE_COUNT}: {reason}")
+        reason = "; ".join(sorted(set(tally.retry.values()))) or str(tally.channel_failure)
+        await store.mark_event(ev, DeliveryStatus.RETRYING.value,
+                               f"attempt {dequeue_count} of {MAX_DEQUEUE_COUNT}: {reason}")
         log.warning("event %s: %d of %d recipients still due after attempt %d of %d: %s", event.id, pending,
                     len(recipients), dequeue_count, MAX_DEQUEUE_COUNT, reason)
         raise DeliveryDeferred(f"event {event.id}: {pending} recipient(s) still due: {reason}", scope="channel")
@@ -204,6 +166,51 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
     log.info("event %s (%s, monitor %s): %s, %d/%d recipients", event.id, event.type.value, event.monitor_id,
              status, len(sent), len(recipients))
     return f"{status} ({len(sent)}/{len(recipients)} sent)"
+
+
+async def _send_all(store: Store, settings: Settings, channel: Channel, event: Event,
+                    recipients: list[str]) -> _Tally:
+    """One message per recipient, each guarded by its delivery record. A channel-wide transient failure stops the
+    round (the rest waits for the redelivery, unclaimed); a channel-wide permanent one fails the rest at once."""
+    lease = lease_seconds(settings)
+    rendered = render_event(event, settings)
+    tally = _Tally()
+    for rcpt in recipients:
+        key = f"{channel.name}:{rcpt}"
+        if isinstance(tally.channel_failure, TransientError):
+            break
+        claim = await store.claim_delivery(event.id, key, lease)
+        if claim == Claim.DONE:
+            tally.done.append(rcpt)
+            continue
+        if claim == Claim.BUSY:
+            tally.retry[rcpt] = "another invocation is sending it"
+            continue
+        if isinstance(tally.channel_failure, PermanentError):  # e.g. credentials refused: the same for everyone
+            await store.finish_delivery(event.id, key, "failed", str(tally.channel_failure))
+            tally.failed[rcpt] = str(tally.channel_failure)
+            continue
+        note = Notification(rcpt, rendered.subject, rendered.text, rendered.html, ref=event.id)
+        try:
+            await send_with_retry(channel, note)
+        except PermanentError as error:
+            await store.finish_delivery(event.id, key, "failed", str(error))
+            tally.failed[rcpt] = str(error)
+            log.error("event %s: e-mail to %s failed permanently: %s", event.id, rcpt, error)
+            if error.scope == "channel":
+                tally.channel_failure = error
+        except TransientError as error:
+            await store.finish_delivery(event.id, key, "released")
+            tally.retry[rcpt] = str(error)
+            if error.scope == "channel":
+                tally.channel_failure = error
+        except BaseException:
+            await asyncio.shield(store.finish_delivery(event.id, key, "released"))
+            raise
+        else:
+            await store.finish_delivery(event.id, key, "sent")
+            tally.sent.append(rcpt)
+    return tally
 
 
 async def _confirm(store: Store, event: Event, prefix: str, tally: _Tally) -> None:

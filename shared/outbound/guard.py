@@ -73,10 +73,10 @@ def classify(ip: IPAddress) -> str | None:
         return "multicast"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED:
         return "shared address space (carrier-grade NAT)"
+    if ip.is_reserved:  # before is_private, which also covers 240.0.0.0/4
+        return "reserved"
     if ip.is_private:
         return "private"
-    if ip.is_reserved:
-        return "reserved"
     if not ip.is_global:
         return "not globally routable"
     return None
@@ -107,12 +107,22 @@ def literal_address(host: str) -> IPAddress | None:
     return None
 
 
+def _endpoint(host: str, port: int) -> tuple[str, int]:
+    """An endpoint as it is compared with the app's own: lower case, without brackets or a trailing dot, an address
+    by the IPv4 address it carries (127.1, 2130706433 and [::ffff:127.0.0.1] are all 127.0.0.1)."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    ip = literal_address(host)
+    if ip is not None:
+        host = str(embedded_ipv4(ip) or ip)
+    return host, int(port)
+
+
 class Guard:
     """What may be connected to: an allow-list of networks and the app's own storage endpoints (host, port)."""
 
     def __init__(self, allow: Iterable[Network] = (), own_endpoints: Iterable[tuple[str, int]] = ()) -> None:
         self.allow = list(allow)
-        self.own = {(host.lower(), port) for host, port in own_endpoints}
+        self.own = {_endpoint(host, port) for host, port in own_endpoints}
 
     @classmethod
     def from_settings(cls, settings: Any) -> Guard:
@@ -137,7 +147,7 @@ class Guard:
 
     def check_host(self, host: str, port: int) -> None:
         """Refuse the app's own storage endpoints and literal addresses the guard does not allow."""
-        if (host.lower().strip("[]"), port) in self.own:
+        if _endpoint(host, port) in self.own:
             raise OutboundRefused(f"{host}:{port} is the app's own storage account; checks may not read it")
         ip = literal_address(host)
         if ip is not None:
@@ -161,7 +171,7 @@ class Guard:
         ip = literal_address(str(sockaddr[0]))
         if ip is None:
             raise OutboundRefused(f"refusing to connect to {sockaddr[0]!r}: not an address")
-        if (str(ip), int(sockaddr[1])) in self.own:
+        if _endpoint(str(ip), int(sockaddr[1])) in self.own:
             raise OutboundRefused(f"{ip}:{sockaddr[1]} is the app's own storage account; checks may not read it")
         self.check_address(ip)
         return socket.socket(family=family, type=type_, proto=proto)

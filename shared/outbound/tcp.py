@@ -31,7 +31,7 @@ async def open_connection(guard: Guard, host: str, port: int, timeout: float,
         ip = literal_address(address)
         if ip is None:
             continue
-        guard.check_address(ip)
+        guard.check_host(address, port)  # the address and the app's own storage endpoints
         try:
             return await asyncio.wait_for(
                 asyncio.open_connection(address, port, ssl=tls, server_hostname=host if tls is not None else None),

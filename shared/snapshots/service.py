@@ -11,6 +11,7 @@ The scheduler holds no logic: the timer and the HTTP endpoints call take_snapsho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -93,10 +94,8 @@ async def _holding(store: Store, held: Held) -> AsyncIterator[Held]:
         yield held
     finally:
         renew.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # only the renewal loop
             await renew
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - only the renewal loop
-            pass
         if not held.lost:
             await asyncio.shield(store.release_lease(LEASE, held.etag))
 

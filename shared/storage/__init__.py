@@ -1,19 +1,19 @@
 """All of the app's Azure Storage access: tables and the events queue. Nothing else imports the Azure Storage SDKs.
 
-| table      | PartitionKey          | RowKey                              | what                                        |
-|------------|-----------------------|-------------------------------------|---------------------------------------------|
-| monitors   | "m"                   | monitor id / "~u~{kind}~{sha256}"   | definitions; unique-key guard rows          |
-| state      | kind                  | monitor id / "{id}|ob|{event id}"   | evolving state (ETag); transactional outbox |
-| results    | "{shard}-{yyyymm}"    | "{monitor id}_{inverted ticks}"     | raw check results, newest first             |
-| rollups    | "{shard}-{yyyy}"      | "{monitor id}_{inverted hour ticks}"| hourly count/up/latency aggregates          |
-| downtimes  | monitor id            | inverted start ticks                | downtime windows                            |
-| events     | "{yyyymm}"            | "{inverted ticks}_{event id}"       | every event with its delivery status        |
-| deliveries | event id              | "{channel}:{recipient}"             | idempotency records (at most once per rcpt) |
-| meta       | "kind"                | kind                                | pause flag, last tick, watermarks           |
-| ticks      | "{kind}-{yyyymm}"     | inverted ticks                      | one row per timer run (for /health)         |
-| snapshots  | "{yyyymm}"            | inverted ticks (taken at)           | metric columns + explanation JSON           |
-| alertrules | "r"                   | rule id                             | alert rule definitions (`spec` JSON)        |
-| leases     | "lease"               | lease name ("snapshot")             | single-runner leases with expiry (ETag)     |
+| table      | PartitionKey       | RowKey                          | what                                     |
+|------------|--------------------|---------------------------------|------------------------------------------|
+| monitors   | "m"                | monitor id / "~u~{kind}~{hash}" | definitions; unique-key guard rows       |
+| state      | kind               | monitor id / "{id}|ob|{event}"  | state (ETag); transactional outbox       |
+| results    | "{shard}-{yyyymm}" | "{monitor id}_{inverted ticks}" | raw check results, newest first          |
+| rollups    | "{shard}-{yyyy}"   | "{monitor id}_{inverted hour}"  | hourly count/up/latency aggregates       |
+| downtimes  | monitor id         | inverted start ticks            | downtime windows                         |
+| events     | "{yyyymm}"         | "{inverted ticks}_{event id}"   | every event with its delivery status     |
+| deliveries | event id           | "{channel}:{recipient}"         | idempotency records per recipient        |
+| meta       | "kind"             | kind                            | pause flag, last tick, watermarks        |
+| ticks      | "{kind}-{yyyymm}"  | inverted ticks                  | one row per timer run (for /health)      |
+| snapshots  | "{yyyymm}"         | inverted ticks (taken at)       | metric columns + explanation JSON        |
+| alertrules | "r"                | rule id                         | alert rule definitions (`spec` JSON)     |
+| leases     | "lease"            | lease name ("snapshot")         | single-runner leases with expiry (ETag)  |
 
 `keys` owns every key format; `limits` the entity limits (enforced before every write); `Store` is one session,
 composed of one part per table family.

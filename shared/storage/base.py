@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ServiceRequestError
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -45,14 +45,14 @@ class _RequestCounter:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, request: Any) -> None:
+    def __call__(self, request: Any) -> None:  # noqa: ARG002 - azure-core passes the request
         self.count += 1
 
 
 class StoreBase:
     """One storage session: open it per invocation (`async with Store.open(settings) as store`)."""
 
-    _ensured: set[tuple[str, str]] = set()  # (account endpoint, table) created in this process
+    _ensured: ClassVar[set[tuple[str, str]]] = set()  # (account endpoint, table) created in this process
 
     def __init__(self, tables: TableServiceClient, queues: QueueServiceClient, counter: _RequestCounter,
                  credential: Any = None) -> None:

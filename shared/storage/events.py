@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from azure.core import MatchConditions
@@ -20,7 +21,7 @@ EVENTS_QUEUE = "monitor-events"
 POISON_QUEUE = "monitor-events-poison"
 
 
-class Claim(str, Enum):
+class Claim(StrEnum):
     """The answer to "may I deliver this event to this recipient now?"."""
 
     CLAIMED = "claimed"  # go ahead
@@ -96,10 +97,8 @@ class EventsTable(StoreBase):
 
     async def ensure_queues(self) -> None:
         for name in (EVENTS_QUEUE, POISON_QUEUE):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 await self._queues.create_queue(name)
-            except ResourceExistsError:
-                pass
 
     # -- deliveries (idempotency records) ---------------------------------------------------------------
 
@@ -131,10 +130,8 @@ class EventsTable(StoreBase):
         """status: "sent", "failed" (permanent: never retried) or "released" (transient: may be retried)."""
         client = await self.table("deliveries")
         if status == "released":
-            try:
+            with contextlib.suppress(ResourceNotFoundError):
                 await client.delete_entity(event_id, keys.delivery_row(key))
-            except ResourceNotFoundError:
-                pass
             return
         await client.upsert_entity({"PartitionKey": event_id, "RowKey": keys.delivery_row(key), "status": status,
                                     "error": clip(error, 2000) or "", "finished_at": datetime.now(UTC)},

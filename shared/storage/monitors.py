@@ -3,6 +3,7 @@ together in one transaction so a definition and its guards never disagree."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,10 +73,8 @@ class MonitorsTable(StoreBase):
         rows = await self.query("state", "PartitionKey eq @k and RowKey ge @lo and RowKey lt @hi",
                                 {"k": kind, "lo": lo, "hi": hi}, select=["RowKey"])
         for row in rows:
-            try:
+            with contextlib.suppress(ResourceNotFoundError):
                 await state.delete_entity(kind, row["RowKey"])
-            except ResourceNotFoundError:
-                pass
 
     @staticmethod
     def _guard(row: str, monitor_id: str) -> dict[str, Any]:

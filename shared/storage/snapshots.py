@@ -8,6 +8,7 @@ split over `body_{n}` columns of at most SNAPSHOT_CHUNK characters. The latest s
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -108,8 +109,6 @@ class SnapshotsTable(MetaTable):
         except ResourceNotFoundError:
             return False
         state = await self.table("state")
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             await state.delete_entity(state_kind, rule_id)
-        except ResourceNotFoundError:
-            pass
         return True

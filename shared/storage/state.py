@@ -3,6 +3,7 @@ transactional outbox rows committed in the same transaction (partition = kind)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,17 +100,13 @@ class StateTable(StoreBase):
 
     async def delete_outbox(self, row: OutboxRow) -> None:
         client = await self.table("state")
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             await client.delete_entity(row.kind, row.row_key)
-        except ResourceNotFoundError:
-            pass
 
     async def delete_state(self, kind: str, owner_id: str) -> None:
         client = await self.table("state")
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             await client.delete_entity(kind, owner_id)
-        except ResourceNotFoundError:
-            pass
 
     # The engine owns the state rows. The one other writer is the delivery path: once a message was accepted for
     # at least one recipient it records the fields its event asked to confirm (parts lists: `last_hash`), so the
