@@ -412,7 +412,7 @@ def configure(conn: str, concurrency: int) -> Any:
     for name in list(os.environ):
         if name.startswith(("SMTP_", "ADMIN_EMAIL", "DEFAULT_EMAIL", "AzureWebJobsStorage")):
             del os.environ[name]
-    os.environ["AzureWebJobsStorage"] = conn
+    os.environ["AzureWebJobsStorage"] = conn  # noqa: SIM112 - the Functions host's name for it
     os.environ["CHECK_CONCURRENCY"] = str(concurrency)
     os.environ["GLOBAL_EMAIL_NOTIFICATIONS_ENABLED"] = "false"
     get_settings.cache_clear()

@@ -80,7 +80,7 @@ def discover(app: func.FunctionApp) -> list[Function]:
     for fn in app.get_functions():
         bindings = [json.loads(raw) for raw in fn.get_raw_bindings()]  # exactly what the host is given
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
-        out.append(Function(fn.get_function_name(), fn.get_user_function(), trigger, trigger["name"]))
+        out.append(Function(fn.get_function_name() or "", fn.get_user_function(), trigger, trigger["name"]))
     _discovered[id(app)] = out
     return out
 

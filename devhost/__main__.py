@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+from typing import Any
 
 from devhost import ROOT, LocalHost, load_local_settings, read_host_json
 
@@ -34,19 +35,19 @@ async def seed_demo(port: int) -> None:
                 continue
             try:
                 if "url" in spec:
-                    spec = {**spec, "url": spec["url"].format(port=port)}
+                    spec = {**spec, "url": str(spec["url"]).format(port=port)}
                 made = await service.create_monitor(store, spec)
                 logging.getLogger("devhost").info("demo monitor created: %s %s", made["id"], made["name"])
             except service.Duplicate:
                 pass
 
 
-async def smtp_sink(host: str, port: int):
+async def smtp_sink(host: str, port: int) -> Any:  # an aiosmtpd Controller
     """A local SMTP server that logs what the app sends (only when SMTP_HOST is this machine)."""
     from aiosmtpd.controller import Controller
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
             from email import message_from_bytes
 
             msg = message_from_bytes(envelope.content)

@@ -79,7 +79,7 @@ def _spec() -> TypeAdapter[Any]:
 
 def parse_spec(data: dict[str, Any]) -> MonitorBase:
     """Validate a full monitor definition (raises pydantic.ValidationError with field details)."""
-    return _spec().validate_python(data)  # type: ignore[no-any-return]
+    return _spec().validate_python(data)
 
 
 def from_entity(entity: dict[str, Any]) -> MonitorBase:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -92,7 +93,7 @@ class Vocabulary:
     def __contains__(self, status: object) -> bool:
         return status in self.info
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.info)
 
     def of(self, status: str) -> StatusInfo:

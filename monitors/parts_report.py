@@ -131,7 +131,7 @@ def _round(value: float) -> float:
 def _stock(part: dict[str, Any], field: str) -> float:
     value = part.get(field)
     try:
-        number = float(value)  # lenient: InvenTree sends 25.0 here and "25.000000" there
+        number = float(value)  # type: ignore[arg-type]  # lenient: 25.0 here and "25.000000" there; None fails
     except (TypeError, ValueError):
         raise BadReply(f"part pk {part.get('pk')} has no number in {field!r} (INVENTREE_AVAILABLE_FIELD)") \
             from None

@@ -85,7 +85,7 @@ def error_policy(monitor: MonitorBase, kind: str, state: dict[str, Any], result:
 
 def evaluate_updown(monitor: UpDownPolicy, kind: str, prev: dict[str, Any], result: CheckResult,
                     now: datetime) -> Evaluation:
-    state = dict(prev) if prev else {"status": "PENDING", "fails": 0, "oks": 0}
+    state: dict[str, Any] = dict(prev) if prev else {"status": "PENDING", "fails": 0, "oks": 0}
     events: list[Event] = []
     ops: list[DowntimeOp] = []
 

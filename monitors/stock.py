@@ -133,7 +133,7 @@ async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, Che
         latency = round((time.perf_counter() - started) * 1000, 1)
         tries = getattr(error, "attempts", 1)
         log.error("WHMCS GetProducts failed after %d tr%s: %s", tries, "y" if tries == 1 else "ies", error)
-        text = clip(str(error), 1000)
+        text = clip(str(error), 1000) or ""
         return {c.id or "": CheckResult("error", latency, text, {"product_id": c.product_id, "attempts": tries})
                 for c in configs}
     latency = round((time.perf_counter() - started) * 1000, 1)
@@ -223,7 +223,7 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
     need the previous record (delta, change_type, threshold and forecast fields) into `result.data`, recomputed
     on every call, so the engine stores them with the result row."""
     # `last_slot` is the engine's bookkeeping, not ours: leaving it out keeps an unchanged state equal.
-    state = {k: v for k, v in prev.items() if k != "last_slot"} if prev else {"status": "PENDING"}
+    state: dict[str, Any] = {k: v for k, v in prev.items() if k != "last_slot"} if prev else {"status": "PENDING"}
     step = _Step(cfg, state, now, display_name(cfg, state, result))
     if error_policy(cfg, KIND, state, result, now, step.events, name=step.name):
         return Evaluation(state, state["status"], step.events)

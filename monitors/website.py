@@ -153,7 +153,7 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
     try:
         async with http.request(cfg.method, cfg.url, headers=cfg.headers or None, data=cfg.body,
                                 allow_redirects=cfg.follow_redirects, max_redirects=10,
-                                ssl=None if cfg.verify_tls else False,
+                                ssl=bool(cfg.verify_tls),
                                 timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds)) as resp:
             der = peer_cert(resp)
             body = (await read_capped(resp, MAX_BODY_BYTES))[0] if cfg.method != "HEAD" else b""

@@ -96,9 +96,11 @@ def table(args: argparse.Namespace) -> str:
         add("cap", "Table storage: capacity (steady state)", (results_gb + rollups_gb) * p["table_gb_month"],
             f"{results_gb + rollups_gb:,.1f} GB")
         polls = args.queues * HOURS_PER_MONTH * 3600 / args.queue_poll_seconds
-        add("queue", "Queue storage: operations (host polling)", polls / 1e4 * p["queue_operations_10k"], count(polls))
+        add("queue", "Queue storage: operations (host polling)", polls / 1e4 * p["queue_operations_10k"],
+            count(polls))
         blob_ops = (ticks * args.kind_timers + HOURS_PER_MONTH + 30) * args.blob_ops_per_timer_run
-        add("blob", "Blob storage: host operations (timer locks)", blob_ops / 1e4 * p["blob_writes_10k"], count(blob_ops))
+        add("blob", "Blob storage: host operations (timer locks)", blob_ops / 1e4 * p["blob_writes_10k"],
+            count(blob_ops))
         log_gb = (timer_runs * args.log_bytes_per_timer_run + transactions * args.sdk_log_bytes_per_request) / 1e9
         add("log", "Log Analytics: ingestion", max(0.0, log_gb - p["log_free_gb"]) * p["log_gb"], f"{log_gb:,.1f} GB")
 
@@ -115,7 +117,8 @@ def table(args: argparse.Namespace) -> str:
     out.append(f"Inputs: {args.requests_per_check:g} storage requests per check; one check per monitor every "
                f"{args.interval_seconds:g} s; {args.memory_mb} MB instance ({args.vcpus:g} vCPU); "
                f"{args.concurrency} checks in flight; {args.check_seconds:g} s per check; "
-               f"{args.cpu_ms_per_check:g} ms CPU per check; {args.tick_overhead_seconds:g} s fixed storage work per tick; "
+               f"{args.cpu_ms_per_check:g} ms CPU per check; {args.tick_overhead_seconds:g} s fixed storage work "
+               "per tick; "
                f"result entity {args.result_bytes} B kept {args.result_retention_days} d, rollup entity "
                f"{args.rollup_bytes} B kept {args.rollup_retention_days} d; {args.kind_timers} per-minute kind timers; "
                f"{args.log_bytes_per_timer_run} B of telemetry per timer run + {args.sdk_log_bytes_per_request} B per "
@@ -124,9 +127,11 @@ def table(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--requests-per-check", type=float, required=True,
-                    help="Table Storage requests per check on the steady path (bench/website_bench.py: storage req/check)")
+                    help="Table Storage requests per check on the steady path (bench/website_bench.py: storage "
+                         "req/check)")
     ap.add_argument("--monitors", type=int, nargs="+", default=[100, 1_000, 10_000])
     ap.add_argument("--interval-seconds", type=float, default=60)
     ap.add_argument("--memory-mb", type=int, default=2048, help="instanceMemoryMB (infra/main.bicep default)")

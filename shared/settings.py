@@ -138,7 +138,7 @@ def _describe(error: ValidationError) -> str:
 def get_settings() -> Settings:
     """The settings of this process, validated once. Raises SettingsError naming each bad setting."""
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Settings()
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
 

@@ -439,7 +439,7 @@ async def test_status_page_renders_in_headless_chromium(storage, env):
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise AssertionError("Chromium did not finish within 180 s")
+            raise AssertionError("Chromium did not finish within 180 s") from None
         assert shot.exists(), f"no screenshot; Chromium said:\n{output.decode(errors='replace')[-3000:]}"
         data = shot.read_bytes()
         assert host.invocations.get("status_page", 0) >= 1  # it was served by the function, through the host

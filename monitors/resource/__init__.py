@@ -37,8 +37,9 @@ class Resource(Kind[Config]):
     title = "Resources"
     statuses = Vocabulary(ResourceStatus, {"OK": healthy(), "WARNING": warning("Warning", 40, breach=True),
                                            "ALERT": red("Alert", 90, breach=True)})
-    metrics: ClassVar[dict[str, str]] = {"resource_metric_value": "Latest value of a resource metric (unit in the unit label).",
-               "resource_metric_level": "Level of a resource metric: 0 OK, 1 WARNING, 2 ALERT."}
+    metrics: ClassVar[dict[str, str]] = {
+        "resource_metric_value": "Latest value of a resource metric (unit in the unit label).",
+        "resource_metric_level": "Level of a resource metric: 0 OK, 1 WARNING, 2 ALERT."}
 
     async def check_batch(self, cfgs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:
         from monitors.resource import sources

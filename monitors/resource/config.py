@@ -158,7 +158,8 @@ class ResourceTableCountSource(ResourceLimits):
         return self
 
 
-Source = Annotated[ResourceLocalSource | ResourceAzureMetricSource | ResourceAzureLogSource | ResourceQueueDepthSource | ResourceTableCountSource, Field(discriminator="type")]
+Source = Annotated[ResourceLocalSource | ResourceAzureMetricSource | ResourceAzureLogSource
+                   | ResourceQueueDepthSource | ResourceTableCountSource, Field(discriminator="type")]
 
 
 class Config(MonitorBase):

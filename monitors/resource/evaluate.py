@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from monitors.contract import CheckResult, Evaluation
+from monitors.contract import CheckResult, Evaluation, Outcome
 from monitors.policy import error_policy
 from shared.events import Event, EventType
 from shared.text import duration
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 KIND = "resource"
 LEVELS = {"OK": 0, "WARNING": 1, "ALERT": 2}
-OUTCOMES = {"OK": "up", "WARNING": "degraded", "ALERT": "down"}  # for results and uptime rollups
+OUTCOMES: dict[str, Outcome] = {"OK": "up", "WARNING": "degraded", "ALERT": "down"}  # for results and uptime
 
 # Disk projection: a sample of each disk's used bytes at most every SAMPLE_EVERY, the last MAX_SAMPLES kept (3 h);
 # a projection needs MIN_SAMPLES points (the current one included) spanning at least MIN_SPAN.
@@ -153,6 +153,24 @@ def summary(metrics: list[dict[str, Any]]) -> str:
     return "; ".join(f"{m['name']} {value_text(m)} ({m['status']})" for m in bad)
 
 
+def _track_levels(state: dict[str, Any], metrics: list[dict[str, Any]],
+                  now: datetime) -> list[tuple[dict[str, Any], str, str | None]]:
+    """Keep each metric's [status, since when it has not been OK] in the state; the metrics whose status changed,
+    with the status before and since when it was not OK."""
+    old: dict[str, list[Any]] = state.get("metrics") or {}
+    levels: dict[str, list[Any]] = {}
+    changes: list[tuple[dict[str, Any], str, str | None]] = []
+    for metric in metrics:
+        was, since = (old.get(metric["name"]) or ["OK", None])[:2]
+        status = metric["status"]
+        if status != was:
+            changes.append((metric, was, since))
+            since = None if status == "OK" else since if was != "OK" else _iso(now)
+        levels[metric["name"]] = [status, since]
+    state["metrics"] = levels
+    return changes
+
+
 def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
     """Events when a metric's status changes (one per tick, naming every change), reminders while not OK."""
     # `last_slot` is the engine's bookkeeping, not ours: leaving it out keeps an unchanged state equal.
@@ -169,17 +187,7 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
         result.data["disk_full_in_seconds"] = soonest
 
     before_status = state.get("status", "PENDING")
-    old: dict[str, list[Any]] = state.get("metrics") or {}
-    levels: dict[str, list[Any]] = {}
-    changes: list[tuple[dict[str, Any], str, str | None]] = []
-    for metric in metrics:  # per metric: [status, since when it has not been OK]
-        was, since = (old.get(metric["name"]) or ["OK", None])[:2]
-        status = metric["status"]
-        if status != was:
-            changes.append((metric, was, since))
-            since = None if status == "OK" else since if was != "OK" else _iso(now)
-        levels[metric["name"]] = [status, since]
-    state["metrics"] = levels
+    changes = _track_levels(state, metrics, now)
     overall = worst(m["status"] for m in metrics)
 
     def event(type_: EventType, severity: str, message: str, **extra: Any) -> None:

@@ -215,8 +215,8 @@ def _retry_policy() -> Any:
 def _client_options(cycle: Cycle, timeout: float) -> dict[str, Any]:
     from azure.core.pipeline.transport import AioHttpTransport
 
-    transport = AioHttpTransport(session=cycle.ctx.trusted_http, session_owner=False, connection_verify=CONNECTION_VERIFY,
-                                 connection_timeout=timeout, read_timeout=timeout)
+    transport = AioHttpTransport(session=cycle.ctx.trusted_http, session_owner=False,
+                                 connection_verify=CONNECTION_VERIFY, connection_timeout=timeout, read_timeout=timeout)
     return {"transport": transport, "retry_policy": _retry_policy()}
 
 
@@ -250,7 +250,8 @@ def _describe_azure(error: BaseException, service: str, role: str) -> str:
                 return f"no Azure credential for {service}: {detail}"
             return f"{service} failed: {detail}"
         if status == 429:
-            after = error.response.headers.get("Retry-After") if error.response is not None else None
+            response: Any = error.response
+            after = response.headers.get("Retry-After") if response is not None else None
             return f"throttled by {service} (HTTP 429" + (f", retry after {after} s" if after else "") + f"): {detail}"
         if status == 401:
             return f"{service} refused the app's token (HTTP 401): {detail}"

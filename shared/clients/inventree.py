@@ -140,7 +140,7 @@ class InvenTree:
             raise BadReply(f"{path} did not answer JSON: is INVENTREE_URL ({self.url}) the InvenTree server?") \
                 from None
 
-    async def list(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def list_all(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every item of a list endpoint. Asks for pages of PAGE_SIZE; a server that ignores `limit` (or an
         older one) answers a plain array of everything, which is taken as is."""
         items: list[dict[str, Any]] = []
@@ -165,17 +165,17 @@ class InvenTree:
         return task
 
     async def part(self, pk: int) -> dict[str, Any] | None:
-        return await self._once(("pk", pk), lambda: self.get(f"/part/{pk}/"))  # type: ignore[no-any-return]
+        return await self._once(("pk", pk), lambda: self.get(f"/part/{pk}/"))
 
     async def parts_by_ipn(self, ipn: str) -> list[dict[str, Any]]:
-        return await self._once(("ipn", ipn.casefold()),  # type: ignore[no-any-return]
-                                lambda: self.list("/part/", {"IPN": ipn}))
+        return await self._once(("ipn", ipn.casefold()),
+                                lambda: self.list_all("/part/", {"IPN": ipn}))
 
     async def parts_by_name(self, name: str) -> list[dict[str, Any]]:
         # `?name=` is not a filter in InvenTree (it is ignored: every part comes back); name_regex is, and is
         # case-insensitive. The exact comparison is made by the caller.
-        return await self._once(("name", name.casefold()),  # type: ignore[no-any-return]
-                                lambda: self.list("/part/", {"name_regex": f"^{regex_escape(name)}$"}))
+        return await self._once(("name", name.casefold()),
+                                lambda: self.list_all("/part/", {"name_regex": f"^{regex_escape(name)}$"}))
 
     async def bom(self, pk: int) -> list[dict[str, Any]]:
-        return await self._once(("bom", pk), lambda: self.list("/bom/", {"part": pk}))  # type: ignore[no-any-return]
+        return await self._once(("bom", pk), lambda: self.list_all("/bom/", {"part": pk}))

@@ -38,7 +38,7 @@ def parse_limit(value: str | int | None, default: int = 50, maximum: int = 1000)
     if value in (None, ""):
         return default
     try:
-        limit = int(value)  # type: ignore[arg-type]
+        limit = int(value)
     except (TypeError, ValueError):
         raise Invalid("limit must be a whole number", field_error("limit", "not an integer")) from None
     if not 1 <= limit <= maximum:

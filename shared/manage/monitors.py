@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from monitors import KINDS, from_entity, kind_of, parse_spec, to_entity_spec
 from monitors.base import next_slot
 from shared.errors import Duplicate, Invalid, NotFound, field_error, validation_details
-from shared.storage import Conflict, unique_row
+from shared.storage import Conflict, etag_of, unique_row
 
 if TYPE_CHECKING:
     from monitors.base import MonitorBase
@@ -164,7 +164,7 @@ async def update_monitor(store: Store, monitor_id: str, patch: Any) -> dict[str,
     new_keys = {unique_row(new.kind, k) for k in new.unique_keys()}
     new_entity = _entity(new, entity.get("created_at") or datetime.now(UTC))
     try:
-        await store.update_monitor(new_entity, entity.metadata["etag"], old_keys - new_keys, new_keys - old_keys)
+        await store.update_monitor(new_entity, etag_of(entity), old_keys - new_keys, new_keys - old_keys)
     except Conflict as conflict:
         if conflict.key:
             raise _duplicate(new) from None

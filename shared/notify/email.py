@@ -170,10 +170,10 @@ class EmailChannel:
             return TransientError(self.scrub(f"{where} closed the connection during {stage}: {error}"),
                                   scope="channel")
         if isinstance(error, smtplib.SMTPException):
-            text = str(error)
-            if "authentication method" in text.lower():  # "No suitable authentication method found."
-                return PermanentError(self.scrub(f"{where}: {text}"), scope="channel")
-            return TransientError(self.scrub(f"{where} during {stage}: {text}"), scope="channel")
+            said = str(error)
+            if "authentication method" in said.lower():  # "No suitable authentication method found."
+                return PermanentError(self.scrub(f"{where}: {said}"), scope="channel")
+            return TransientError(self.scrub(f"{where} during {stage}: {said}"), scope="channel")
         if isinstance(error, ssl.SSLCertVerificationError):
             # An untrusted or mismatched certificate is configuration (SMTP_CA_FILE, SMTP_HOST), not luck.
             return PermanentError(self.scrub(f"{where}: TLS certificate not trusted: {tls_reason(error)}"),

@@ -161,8 +161,8 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
             else:
                 failed[rcpt] = row.get("error") or "failed earlier"
     status = "sent" if not failed else ("partial" if sent else "failed")
-    error = "; ".join(f"{rcpt}: {text}" for rcpt, text in failed.items()) or None
-    await store.mark_event(ev, status, error)
+    errors = "; ".join(f"{rcpt}: {text}" for rcpt, text in failed.items()) or None
+    await store.mark_event(ev, status, errors)
     log.info("event %s (%s, monitor %s): %s, %d/%d recipients", event.id, event.type.value, event.monitor_id,
              status, len(sent), len(recipients))
     return f"{status} ({len(sent)}/{len(recipients)} sent)"

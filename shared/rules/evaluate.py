@@ -29,7 +29,7 @@ log = logging.getLogger("monitor.snapshots")
 def step(rule: AlertRule, prev: dict[str, Any], value: float | None, snapshot: dict[str, Any],
          now: datetime) -> tuple[dict[str, Any], list[Event]]:
     """Pure: a rule's next state and events for one stored snapshot."""
-    state = {"consecutive": int(prev.get("consecutive", 0)), "firing": bool(prev.get("firing"))}
+    state: dict[str, Any] = {"consecutive": int(prev.get("consecutive", 0)), "firing": bool(prev.get("firing"))}
     if prev.get("since"):
         state["since"] = prev["since"]
     breach = value is not None and OPERATORS[rule.operator](value, rule.threshold)
@@ -73,7 +73,9 @@ async def evaluate_rules(store: Store, snapshot: dict[str, Any]) -> dict[str, An
     entities, (states, outbox) = await asyncio.gather(store.list_alert_rules(), store.load_states(RULE_KIND))
     if outbox:  # left by a build that crashed between commit and publish (we hold the lease: nobody else does)
         await publish(store, outbox)
-    fired, resolved, evaluated = [], [], 0
+    fired: list[dict[str, Any]] = []
+    resolved: list[dict[str, Any]] = []
+    evaluated = 0
     rows: list[OutboxRow] = []
     for entity in entities:
         try:

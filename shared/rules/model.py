@@ -25,7 +25,7 @@ class AlertRule(BaseModel):
     id: str | None = Field(None, description="Assigned by the server.", pattern=r"^[0-9a-f]{32}$")
     name: str = Field("", max_length=200, description="Empty: '<metric> <operator> <threshold>'.")
     metric: str = Field(..., description="A snapshot metric (GET /api/v1/bootstrap → metrics).",
-                        json_schema_extra={"enum": metric_names()})
+                        json_schema_extra=lambda schema: schema.update(enum=list(metric_names())))
     operator: Operator
     threshold: float = Field(..., allow_inf_nan=False)
     for_snapshots: int = Field(1, ge=1, le=100, description="Consecutive breaching snapshots before it fires.")

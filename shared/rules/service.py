@@ -14,7 +14,7 @@ from shared.errors import Duplicate, Invalid, NotFound, field_error, validation_
 from shared.manage.monitors import iso, looks_like_id
 from shared.rules.model import MAX_RULES, RULE_KIND, AlertRule
 from shared.snapshots.views import row_metrics
-from shared.storage import Conflict
+from shared.storage import Conflict, etag_of
 
 if TYPE_CHECKING:
     from shared.storage import Store
@@ -102,7 +102,7 @@ async def update_rule(store: Store, rule_id: str, patch: Any) -> dict[str, Any]:
     new = _parse_rule({**rule.model_dump(mode="json"), **patch, "id": rule_id})
     new_entity = _rule_entity(new, entity.get("created_at") or _utcnow())
     try:
-        await store.replace_alert_rule(new_entity, entity.metadata["etag"])
+        await store.replace_alert_rule(new_entity, etag_of(entity))
     except Conflict:
         raise Duplicate("the rule was changed by someone else at the same time; retry",
                         field_error("(rule)", "concurrent update")) from None

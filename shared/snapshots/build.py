@@ -187,7 +187,7 @@ async def build(store: Store, now: datetime | None = None) -> dict[str, Any]:
     previous_at: datetime | None = snap_meta.get("latest_at")
     period_from = previous_at if previous_at and previous_at < now else now - SNAPSHOT_PERIOD
     entities = sorted(await store.list_monitors(), key=lambda e: (e.get("name", "").lower(), e["RowKey"]))
-    present = sorted({e.get("kind") for e in entities if e.get("kind") in KINDS})
+    present = sorted({str(e["kind"]) for e in entities if e.get("kind") in KINDS})
     states: dict[str, StateRow] = {}
     for rows, _ in await asyncio.gather(*(store.load_states(k) for k in present)):
         states.update(rows)

@@ -117,7 +117,7 @@ async def timeseries(store: Store, metric: str | None, start: str | None, end: s
 async def live_states(store: Store) -> list[dict[str, Any]]:
     """Every monitor with its current state (state table; one partition query per kind)."""
     entities = sorted(await store.list_monitors(), key=lambda e: (e.get("name", "").lower(), e["RowKey"]))
-    present = sorted({e.get("kind") for e in entities if e.get("kind") in KINDS})
+    present = sorted({str(e["kind"]) for e in entities if e.get("kind") in KINDS})
     states: dict[str, Any] = {}
     for rows, _ in await asyncio.gather(*(store.load_states(k) for k in present)):
         states.update(rows)

@@ -22,7 +22,7 @@ composed of one part per table family.
 from __future__ import annotations
 
 from shared.storage.appdata import AppData
-from shared.storage.base import Conflict, StorageError, expand_dev_storage
+from shared.storage.base import Conflict, StorageError, etag_of, expand_dev_storage
 from shared.storage.events import EVENTS_QUEUE, POISON_QUEUE, Claim, EventsTable, event_details
 from shared.storage.keys import SHARDS, from_inverted, hour_floor, inverted, months_back, unique_row
 from shared.storage.limits import EntityTooLarge, check_entity, entity_size
@@ -41,5 +41,5 @@ class Store(MonitorsTable, StateTable, ResultsTable, EventsTable, SnapshotsTable
 
 __all__ = ["EVENTS_QUEUE", "POISON_QUEUE", "SHARDS", "SNAPSHOT_META", "TABLES", "AppData", "Claim", "Conflict",
            "EntityTooLarge", "OutboxRow", "StateRow", "StorageError", "Store", "check_entity", "entity_size",
-           "event_details", "expand_dev_storage", "from_inverted", "hour_floor", "inverted", "months_back",
+           "etag_of", "event_details", "expand_dev_storage", "from_inverted", "hour_floor", "inverted", "months_back",
            "unique_row"]

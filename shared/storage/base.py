@@ -198,6 +198,17 @@ async def submit(client: TableClient, ops: list[Operation]) -> None:
         await client.submit_transaction(ops)
 
 
+def written_at(entity: dict[str, Any]) -> Any:
+    """When the service last wrote an entity (its Timestamp), or None."""
+    return getattr(entity, "metadata", {}).get("timestamp")
+
+
+def etag_of(entity: dict[str, Any]) -> str:
+    """The ETag the SDK read with an entity (its `metadata`), for a later conditional write."""
+    metadata: dict[str, Any] = getattr(entity, "metadata", {})
+    return str(metadata["etag"])
+
+
 def is_conflict(error: Exception) -> bool:
     status = getattr(error, "status_code", None)
     code = getattr(error, "error_code", None) or ""

@@ -13,7 +13,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import UpdateMode
 
 from shared.storage import keys
-from shared.storage.base import StoreBase
+from shared.storage.base import StoreBase, etag_of
 from shared.storage.limits import check_entity
 from shared.text import clip, compact_json
 
@@ -120,7 +120,7 @@ class EventsTable(StoreBase):
             return Claim.BUSY
         row["attempts"] = int(current.get("attempts", 0)) + 1
         try:
-            await client.update_entity(row, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+            await client.update_entity(row, mode=UpdateMode.REPLACE, etag=etag_of(current),
                                        match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, HttpResponseError):
             return Claim.BUSY

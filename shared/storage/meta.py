@@ -11,7 +11,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import UpdateMode
 
 from shared.storage import keys
-from shared.storage.base import StoreBase, is_conflict
+from shared.storage.base import StoreBase, etag_of, is_conflict
 from shared.storage.limits import check_entity
 
 
@@ -77,7 +77,7 @@ class MetaTable(StoreBase):
         if expires is not None and expires > now:
             return None
         try:
-            return str((await client.update_entity(row, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+            return str((await client.update_entity(row, mode=UpdateMode.REPLACE, etag=etag_of(current),
                                                    match_condition=MatchConditions.IfNotModified))["etag"])
         except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as error:
             if isinstance(error, ResourceNotFoundError) or is_conflict(error):

@@ -14,7 +14,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import UpdateMode
 
 from shared.storage import keys
-from shared.storage.base import Conflict, Operation, StoreBase, is_conflict, submit
+from shared.storage.base import Conflict, Operation, StoreBase, etag_of, is_conflict, submit, written_at
 from shared.storage.limits import check_entity
 from shared.text import compact_json
 
@@ -41,7 +41,7 @@ class OutboxRow:
 
 def _state_row(monitor_id: str, entity: dict[str, Any]) -> StateRow:
     return StateRow(monitor_id, json.loads(entity.get("data") or "{}"), entity.get("status", ""),
-                    entity.metadata["etag"])
+                    etag_of(entity))
 
 
 class StateTable(StoreBase):
@@ -52,7 +52,7 @@ class StateTable(StoreBase):
         for entity in await self.query("state", "PartitionKey eq @k", {"k": kind}):
             rk = entity["RowKey"]
             if keys.is_outbox_row(rk):
-                outbox.append(OutboxRow(kind, rk, json.loads(entity["payload"]), entity.metadata.get("timestamp")))
+                outbox.append(OutboxRow(kind, rk, json.loads(entity["payload"]), written_at(entity)))
             else:
                 states[rk] = _state_row(rk, entity)
         return states, outbox

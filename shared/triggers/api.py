@@ -10,12 +10,13 @@ import azure.functions as func
 from shared.triggers.http import ANONYMOUS, KEY, body_of, error, handle, paging, respond
 
 if TYPE_CHECKING:
+    from shared.settings import Settings
     from shared.storage import Store
 
 bp = func.Blueprint()
 
 
-def _settings():
+def _settings() -> Settings:
     from shared.settings import get_settings
 
     return get_settings()

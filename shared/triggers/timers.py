@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from monitors import REGISTRY
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 log = logging.getLogger("monitor.timers")
 bp = func.Blueprint()
@@ -21,7 +25,7 @@ EVERY_MINUTE = "0 * * * * *"  # NCRONTAB, six fields: sec min hour day month wee
 SNAPSHOT_SCHEDULE = "0 */15 * * * *"  # shared/snapshots/views.py SNAPSHOT_SCHEDULE (a test keeps them in step)
 
 
-def _settings():
+def _settings() -> Settings:
     from shared.settings import get_settings
 
     return get_settings()

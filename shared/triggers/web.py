@@ -15,6 +15,7 @@ import azure.functions as func
 from shared.triggers.http import ANONYMOUS, KEY, body_of, handle, paging, respond
 
 if TYPE_CHECKING:
+    from shared.settings import Settings
     from shared.storage import Store
 
 log = logging.getLogger("monitor.public")
@@ -25,7 +26,7 @@ PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-refe
                                            "frame-ancestors 'none'"}
 
 
-def _settings():
+def _settings() -> Settings:
     from shared.settings import get_settings
 
     return get_settings()
@@ -50,7 +51,7 @@ def _wait(value: str | None) -> float:
     if value in (None, ""):
         return WAIT_SECONDS
     try:
-        seconds = float(value)  # type: ignore[arg-type]
+        seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 30:

@@ -67,8 +67,29 @@ class Exposition:
 
     def text(self) -> str:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(self)  # type: ignore[arg-type]
+        registry.register(self)
         return generate_latest(registry).decode()
+
+
+def _monitor(out: Exposition, m: dict[str, Any], row: dict[str, Any] | None, uptime: float | None) -> None:
+    """One monitor's samples: status, health, uptime, its latest check, and its kind's own."""
+    labels = {"id": m["id"], "name": m["name"], "kind": m["kind"]}
+    out.add("monitor_status", {**labels, "status": m["status"]}, 1)
+    out.add("monitor_enabled", labels, 1 if m["enabled"] else 0)
+    if m["enabled"] and m["status"] != "PENDING":
+        out.add("monitor_healthy", labels, 1 if status_info(m["status"]).healthy else 0)
+    out.add("monitor_uptime_24h_ratio", labels, uptime)
+    if row is None:
+        return
+    if row.get("latency_ms") is not None:
+        out.add("monitor_latency_seconds", labels, float(row["latency_ms"]) / 1000)
+    checked = row.get("checked_at") or row.get("ts")
+    if isinstance(checked, datetime):
+        out.add("monitor_last_check_timestamp_seconds", labels, checked.timestamp())
+    kind = KINDS.get(m["kind"])
+    for sample in kind.samples(row) if kind is not None else []:
+        if sample.family in out.samples:
+            out.add(sample.family, {**labels, **sample.labels}, sample.value)
 
 
 async def prometheus_text(store: Store) -> str:
@@ -83,28 +104,10 @@ async def prometheus_text(store: Store) -> str:
                 uptime[item["id"]] = item["up"] / item["checks"]
     out = Exposition()
     counts: dict[tuple[str, str], int] = {}
-    for m, rows in zip(monitors, latest):
-        labels = {"id": m["id"], "name": m["name"], "kind": m["kind"]}
-        out.add("monitor_status", {**labels, "status": m["status"]}, 1)
-        out.add("monitor_enabled", labels, 1 if m["enabled"] else 0)
+    for m, rows in zip(monitors, latest, strict=True):
+        _monitor(out, m, rows[0] if rows else None, uptime.get(m["id"]))
         if m["enabled"]:
             counts[(m["kind"], m["status"])] = counts.get((m["kind"], m["status"]), 0) + 1
-            if m["status"] != "PENDING":
-                out.add("monitor_healthy", labels, 1 if status_info(m["status"]).healthy else 0)
-        if m["id"] in uptime:
-            out.add("monitor_uptime_24h_ratio", labels, uptime[m["id"]])
-        row = rows[0] if rows else None
-        if row is None:
-            continue
-        if row.get("latency_ms") is not None:
-            out.add("monitor_latency_seconds", labels, float(row["latency_ms"]) / 1000)
-        checked = row.get("checked_at") or row.get("ts")
-        if isinstance(checked, datetime):
-            out.add("monitor_last_check_timestamp_seconds", labels, checked.timestamp())
-        kind = KINDS.get(m["kind"])
-        for sample in kind.samples(row) if kind is not None else []:
-            if sample.family in out.samples:
-                out.add(sample.family, {**labels, **sample.labels}, sample.value)
     for (kind_name, status), count in sorted(counts.items()):
         out.add("monitors", {"kind": kind_name, "status": status}, count)
     for rule in rules:

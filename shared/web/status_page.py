@@ -170,7 +170,7 @@ async def status_page_model(store: Store, now: datetime | None = None) -> dict[s
             incidents.append({"tone": "grey", "title": f"{row['name']}: monitoring interrupted",
                               "text": f"We cannot check it right now, since {started:%b %d, %H:%M} UTC",
                               "at": started})
-    incidents.sort(key=lambda i: i["at"], reverse=True)
+    incidents.sort(key=lambda i: str(i["at"]), reverse=True)
     groups = []
     for kind in [*KINDS, *sorted({r["kind"] for r in rows} - set(KINDS))]:
         members = [r for r in rows if r["kind"] == kind]
