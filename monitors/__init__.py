@@ -71,7 +71,7 @@ def kind_of(name: str) -> Kind[Any]:
 def _spec() -> TypeAdapter[Any]:
     from pydantic import Field, TypeAdapter
 
-    configs = [plugin.Config for plugin in KINDS.values()]
+    configs = [plugin.model for plugin in KINDS.values()]
     union: Any = Annotated[reduce(operator.or_, configs), Field(discriminator="kind")] if len(configs) > 1 \
         else configs[0]
     return TypeAdapter(union)
@@ -84,7 +84,7 @@ def parse_spec(data: dict[str, Any]) -> MonitorBase:
 
 def from_entity(entity: dict[str, Any]) -> MonitorBase:
     """A stored definition back to its Config (stored specs were valid when written)."""
-    return kind_of(entity["kind"]).Config.from_stored(entity["spec"])
+    return kind_of(entity["kind"]).model.from_stored(entity["spec"])
 
 
 def to_entity_spec(config: MonitorBase) -> str:

@@ -4,7 +4,8 @@ A kind is one module with one `Kind` subclass and one line in the registry (moni
 the API, the CLI, the OpenAPI document, the snapshots, the status page and Prometheus know kinds only through
 this class — never by name:
 
-- `name`, `Config` (a pydantic model, a `MonitorBase` with `kind: Literal[name]`), `title` (plural, for pages);
+- `name`, `model` (the kind's `Config`: a pydantic `MonitorBase` with `kind: Literal[name]`), `title` (plural,
+  for pages);
 - `check(cfg, ctx)` for one monitor, or `check_batch(cfgs, ctx)` for every due monitor of a tick at once (the
   default runs `check` with at most `ctx.concurrency` in flight; a kind that asks one service for many monitors
   overrides it);
@@ -179,7 +180,7 @@ class Kind(Generic[C]):
     """A check type. Subclass it once per kind and register an instance in monitors/__init__.py."""
 
     name: ClassVar[str]
-    Config: ClassVar[type[MonitorBase]]
+    model: ClassVar[type[MonitorBase]]  # the kind's Config: its definition, validated
     statuses: ClassVar[Vocabulary]
     title: ClassVar[str] = ""  # plural, for the status page's groups ("Websites")
     unique_field: ClassVar[str | None] = None  # the field a 409 names when unique_keys collide

@@ -1,24 +1,23 @@
-"""Parts lists against InvenTree (seed 002): can we build `kits` of this list, or of this assembly's BOM, now?
+"""Parts lists against InvenTree: can we build `kits` of this list, or of this assembly's BOM, now?
 
 One check resolves every line in InvenTree (by pk, IPN, or exact name + revision), reads its stock
 (INVENTREE_AVAILABLE_FIELD) and computes per line required = quantity × kits, missing = max(0, required −
 available), and overall: lines, lines short, total missing, kits buildable now (min over lines of
 floor(available / quantity)) and warnings (not found, ambiguous, inactive).
 
-The InvenTree client below is plain aiohttp on the engine's shared session, not the `inventree` PyPI client
-(README, "Parts lists" says why): token auth, at most MAX_IN_FLIGHT requests at once for the whole run
-(`check_batch`: every parts monitor of a run shares one client, so common parts are fetched once), retries
-with backoff for 5xx / timeouts / refused connections, and both reply shapes of InvenTree's list endpoints
-(a plain array without `limit`, a `{count, next, previous, results}` envelope with it).
+The InvenTree client (shared/clients/inventree.py) is plain aiohttp on the run's trusted session, not the
+`inventree` PyPI client (README, "Parts lists" says why); every parts monitor of a run shares one client
+(`check_batch`), so common parts are fetched once. The report itself is computed in monitors/parts_report.py.
 
-How a run becomes e-mails (the seed's sequence diagram on this engine):
+How a run becomes e-mails:
 - InvenTree unreachable after the retries, refusing the token, or not configured → outcome "error" → the
   shared ERROR policy (monitors/policy.py `error_policy`): MONITOR_ERROR to the operator once, and
   MONITOR_ERROR_CLEARED when it works again. That run's report is "critical" (it has no data).
 - `notify_condition` "always" → a PARTS_REPORT event every run; "on_change" → only when the report's
   significance hash differs from the state's `last_hash`.
-- `last_hash` is written by the mail path only (shared/mailer.py → Store.confirm_last_hash), once SMTP accepted
-  the report for at least one recipient; evaluate only reads it. So a report that could not be e-mailed is
+- `last_hash` is written by the delivery path only (the report event's `confirm`, recorded by
+  shared/notify/pipeline.py through Store.confirm_state), once SMTP accepted the report for at least one
+  recipient; evaluate only reads it. So a report that could not be e-mailed is
   sent again by the next run, and with the global e-mail switch off nothing is confirmed.
 
 The significance hash covers what a person acts on: which lines are short and by how much, the kits buildable
@@ -178,7 +177,7 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
 
 class Parts(Kind[Config]):
     name = KIND
-    Config = Config
+    model = Config
     title = "Parts lists"
     statuses = Vocabulary(PartsStatus, {"OK": healthy(), "SHORT": warning("Parts short", 55, breach=True)})
     metrics: ClassVar[dict[str, str]] = {"parts_lines_short": "Lines of the parts list that are short.",

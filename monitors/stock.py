@@ -1,4 +1,4 @@
-"""Stock of WHMCS products (seed 000): quantity, change type, thresholds and a stock-out forecast.
+"""Stock of WHMCS products: quantity, change type, thresholds and a stock-out forecast.
 
 One `GetProducts` request per cycle fetches every monitored product (`pid` as a comma list), whatever the
 number of monitors; `evaluate` turns each product's quantity into a record and events:
@@ -337,7 +337,7 @@ def _breach_event(step: _Step, breach: str, limits: dict[str, Any], reminder: bo
 
 class Stock(Kind[Config]):
     name = KIND
-    Config = Config
+    model = Config
     title = "Stock"
     unique_field = "product_id"
     statuses = Vocabulary(StockStatus, {"OK": healthy(), "LOW": warning("Low stock", 50, breach=True),

@@ -196,7 +196,7 @@ class _TryAgain(Exception):
 
 class Website(UpDownKind[Config]):
     name = KIND
-    Config = Config
+    model = Config
     title = "Websites"
     unique_field = "url"
     metrics: ClassVar[dict[str, str]] = {

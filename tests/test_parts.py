@@ -1,4 +1,4 @@
-"""Parts lists against InvenTree (seed 002), end to end: real Azurite, the InvenTree stand-in built from the
+"""Parts lists against InvenTree, end to end: real Azurite, the InvenTree stand-in built from the
 recorded responses (tests/inventree_fake.py), the real mail function on the real queue messages (the Functions
 host's queue listener from tests/test_email.py) and a real SMTP server (tests/smtp_server.py).
 

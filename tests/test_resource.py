@@ -1,4 +1,4 @@
-"""Resource monitors (seed 004) end to end: psutil for real, Azure Monitor through a local stand-in that speaks the
+"""Resource monitors end to end: psutil for real, Azure Monitor through a local stand-in that speaks the
 SDKs' wire formats over TLS (tests/azure_monitor_fake.py), queue depth and table counts against Azurite, e-mails
 through the real mail function to the real SMTP test server, and GET /api/v1/metrics from stored results.
 """

@@ -1,4 +1,4 @@
-"""Snapshots, status, history, timeseries, bootstrap and alert rules (seed 003) through the real functions, against
+"""Snapshots, status, history, timeseries, bootstrap and alert rules through the real functions, against
 real Azurite: monitors seeded through shared/storage.py and the engine (against a real local website), never mocks.
 """
 

@@ -1,4 +1,4 @@
-"""Stock monitoring against WHMCS (seed 000): a local WHMCS stand-in (tests/whmcs_fake.py), real Azurite, real
+"""Stock monitoring against WHMCS: a local WHMCS stand-in (tests/whmcs_fake.py), real Azurite, real
 SMTP where e-mail matters, the real engine, API functions and CLI.
 
 What a user notices: one GetProducts request per cycle, the records (quantity, delta, change type,

@@ -33,7 +33,7 @@ async def check(cfg: Config, ctx: CheckContext) -> CheckResult:
 
 class Resource(Kind[Config]):
     name = KIND
-    Config = Config
+    model = Config
     title = "Resources"
     statuses = Vocabulary(ResourceStatus, {"OK": healthy(), "WARNING": warning("Warning", 40, breach=True),
                                            "ALERT": red("Alert", 90, breach=True)})

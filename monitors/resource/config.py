@@ -143,7 +143,7 @@ class ResourceQueueDepthSource(ResourceLimits):
 
 
 class ResourceTableCountSource(ResourceLimits):
-    """The number of entities matching an OData filter in a table of the app's storage account (the seed's
+    """The number of entities matching an OData filter in a table of the app's storage account (e.g.
     "active chunks": `status eq 'processing'`). Counting reads keys only, up to `max_count`."""
 
     type: Literal["table_count"]

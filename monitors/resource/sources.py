@@ -152,7 +152,7 @@ def result_of(src: Any, metrics: list[dict[str, Any]], latency: float) -> CheckR
     if not isinstance(src, ResourceLocalSource):  # one metric
         data["value"] = metrics[0]["value"]
         data["unit"] = metrics[0]["unit"]
-    else:  # the seed's scalar fields
+    else:  # the scalar fields of the local source (disk_pct, memory_pct, cpu_pct)
         disks = [m["value"] for m in metrics if m.get("path")]
         data["disk_pct"] = max(disks) if disks else None
         for m in metrics:

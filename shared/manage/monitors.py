@@ -185,4 +185,4 @@ async def delete_monitor(store: Store, monitor_id: str) -> None:
 
 
 def kinds() -> list[dict[str, Any]]:
-    return [{"kind": name, "schema": KINDS[name].Config.model_json_schema()} for name in sorted(KINDS)]
+    return [{"kind": name, "schema": KINDS[name].model.model_json_schema()} for name in sorted(KINDS)]

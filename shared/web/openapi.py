@@ -1,214 +1,284 @@
-"""The OpenAPI 3.1 document, generated from the pydantic models (so it cannot drift from validation)."""
+"""The OpenAPI 3.1 document of the HTTP API (both blueprints: shared/triggers/api.py and web.py), generated from
+the pydantic models — the kinds' Configs, the alert rule and the response models of shared/web/schemas*.py — so it
+cannot drift from what is validated and answered (tests/test_openapi.py checks real answers against it).
+
+Built on the first call of `document()`: importing this module imports neither pydantic models nor the kinds.
+"""
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any
 
-from monitors import KINDS
-from shared import VERSION
-from shared.events import Event
-from shared.manage.history import WINDOWS
+REF = "#/components/schemas/{model}"
+JSON = "application/json"
+FLAG_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|0)?$"
+ERRORS = {
+    400: "The body is not valid JSON",
+    404: "Unknown id (or route parameter)",
+    409: "Conflict: a unique field is taken, or the definition was changed concurrently",
+    422: "Invalid input; `details` names each field",
+    500: "The request failed unexpectedly (the function logs have the cause)",
+}
+UNAUTHORIZED = {"description": "No or a wrong function key (answered by the Functions host, without a body)"}
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF.format(model=name)}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-ERRORS = {
-    "404": _json(_ref("Error"), "Unknown id"),
-    "422": _json(_ref("Error"), "Invalid input, with field details"),
-}
-LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-BEFORE = {"name": "before", "in": "query", "description": "Cursor: ISO time, exclusive (use next_before).",
-          "schema": {"type": "string", "format": "date-time"}}
-MID = {"name": "monitor_id", "in": "path", "required": True, "schema": {"type": "string"}}
+def _op(op_id: str, summary: str, ok: dict[str, Any], *errors: int, params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None, public: bool = False) -> dict[str, Any]:
+    """An operation: its success responses, its error responses (the Error body) and, unless public, the 401 of
+    the host."""
+    responses = {**ok, **{str(code): _json(_ref("Error"), ERRORS[code]) for code in sorted({*errors, 500})}}
+    if not public:
+        responses["401"] = UNAUTHORIZED
+    out: dict[str, Any] = {"operationId": op_id, "summary": summary}
+    if params:
+        out["parameters"] = params
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+    if public:
+        out["security"] = []
+    out["responses"] = dict(sorted(responses.items()))
+    return out
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def _limit(default: int, maximum: int) -> dict[str, Any]:
+    return _query("limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+                  f"Items per page (1–{maximum}; empty: {default}).")
+
+
+def _flag(name: str, description: str) -> dict[str, Any]:
+    return _query(name, {"type": "string", "pattern": FLAG_PATTERN, "default": "false", "examples": ["true", "false"]},
+                  f"{description} true/false (also yes/no, 1/0, any case; empty: false).")
+
+
+MID = _path("monitor_id", "The monitor's id (32 hex digits; anything else is unknown: 404).")
+RID = _path("rule_id", "The rule's id (32 hex digits; anything else is unknown: 404).")
+BEFORE = _query("before", {"type": "string", "format": "date-time"},
+                "Cursor: an ISO-8601 time, exclusive (the previous page's `next_before`).")
+DELETED = {"204": {"description": "Deleted"}}
+
+
+def _components() -> tuple[dict[str, Any], dict[str, str]]:
+    """Every model's JSON Schema as components ($defs hoisted, names de-duplicated by pydantic); the names of the
+    top-level models, by model name."""
+    from pydantic.json_schema import models_json_schema
+
+    from shared.rules.model import AlertRule
+    from shared.web import schemas, schemas_snapshots
+
+    kinds = schemas.monitor_models()
+    requests = [*kinds.requests.values(), kinds.spec, AlertRule]
+    responses = [kinds.view, kinds.listing, schemas.Error, schemas.Health, schemas.HealthDegraded,
+                 schemas.ResultsPage, schemas.DowntimesPage, schemas.Uptime, schemas.EventsPage, schemas.RunResult,
+                 schemas.KindRun, schemas.Paused, schemas.readings_model(), schemas_snapshots.Snapshot,
+                 schemas_snapshots.Status, schemas_snapshots.History, schemas_snapshots.TimeSeries,
+                 schemas_snapshots.Bootstrap, schemas_snapshots.AlertRuleView, schemas_snapshots.AlertRuleList]
+    pairs: list[Any] = [(m, "validation") for m in requests] + [(m, "serialization") for m in responses]
+    keys, top = models_json_schema(pairs, ref_template=REF)
+    names = {model.__name__: ref["$ref"].rsplit("/", 1)[1] for (model, _), ref in keys.items()}
+    components = top.get("$defs", {})
+    _tidy(components)
+    for kind, model in kinds.requests.items():  # request bodies: `kind` names the schema, `id` is the server's
+        schema = components[names[model.__name__]]
+        schema["required"] = ["kind", *(f for f in schema.get("required", []) if f != "kind")]
+        schema["properties"]["id"]["readOnly"] = True
+        patch = _partial(schema)
+        components[f"{schemas.title(kind)}MonitorPatch"] = {**patch, "title": f"{schemas.title(kind)}MonitorPatch",
+                                                            "description": f"Fields of a {kind} monitor to change."}
+    components["MonitorPatch"] = {"title": "MonitorPatch", "description": "The fields to change; the others keep "
+                                  "their values (`kind` and `id` cannot change).",
+                                  "anyOf": [_ref(f"{schemas.title(k)}MonitorPatch") for k in sorted(kinds.requests)]}
+    rule = components[names["AlertRule"]]
+    rule["properties"]["id"]["readOnly"] = True
+    components["AlertRulePatch"] = {**_partial(rule), "title": "AlertRulePatch",
+                                    "description": "The fields of the rule to change."}
+    return dict(sorted(components.items())), names
+
+
+def _partial(schema: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH body: the same fields, none required, no defaults (what is not given keeps its value)."""
+    out = {k: v for k, v in copy.deepcopy(schema).items() if k != "required"}
+    for prop in out.get("properties", {}).values():
+        prop.pop("default", None)
+    return out
+
+
+def _tidy(node: Any) -> None:
+    """Drop `"default": null` where null is not a valid value (pydantic writes it for fields that may be absent)."""
+    if isinstance(node, dict):
+        if "default" in node and node["default"] is None and not _allows_null(node):
+            del node["default"]
+        for value in node.values():
+            _tidy(value)
+    elif isinstance(node, list):
+        for value in node:
+            _tidy(value)
+
+
+def _allows_null(schema: dict[str, Any]) -> bool:
+    types = schema.get("type")
+    return types == "null" or (isinstance(types, list) and "null" in types) or any(
+        _allows_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
 
 
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    mapping = {}
-    for kind, module in sorted(KINDS.items()):
-        name = f"{kind.title().replace('_', '')}Monitor"
-        schema = module.Config.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[name] = {**schema, "title": name}
-        mapping[kind] = f"#/components/schemas/{name}"
-    schemas["MonitorSpec"] = {"oneOf": [{"$ref": ref} for ref in mapping.values()],
-                              "discriminator": {"propertyName": "kind", "mapping": mapping}}
-    event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(event_schema.pop("$defs", {}))
-    schemas["Event"] = event_schema
-    schemas["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message", "details"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"},
-            "details": {"type": "array", "items": {"type": "object", "properties": {
-                "field": {"type": "string"}, "message": {"type": "string"}}}}}}}}
-    listing = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}},
-                                                "next_before": {"type": ["string", "null"]}}}
-    key = [{"functionKey": []}]
-    paths = {
-        "/api/v1/health": {"get": {"summary": "Storage reachability, timers' last/next runs and gaps, version",
-                                   "security": [], "responses": {"200": _json({"type": "object"}),
-                                                                 "503": _json({"type": "object"})}}},
-        "/api/v1/monitors": {
-            "get": {"summary": "List monitors with their state", "parameters": [
-                {"name": "kind", "in": "query", "schema": {"enum": sorted(KINDS)}}],
-                    "responses": {"200": _json(listing)}},
-            "post": {"summary": "Create a monitor", "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("MonitorSpec")}}},
-                     "responses": {"201": _json(_ref("MonitorSpec")), "409": _json(_ref("Error"), "Duplicate"),
-                                   "422": ERRORS["422"]}}},
-        "/api/v1/monitors/{monitor_id}": {
-            "parameters": [MID],
-            "get": {"summary": "One monitor with its state", "responses": {"200": _json(_ref("MonitorSpec")),
-                                                                          **ERRORS}},
-            "patch": {"summary": "Change fields of a monitor", "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"type": "object"}}}},
-                      "responses": {"200": _json(_ref("MonitorSpec")), "409": _json(_ref("Error")), **ERRORS}},
-            "delete": {"summary": "Delete a monitor", "responses": {"204": {"description": "Deleted"}, **ERRORS}}},
-        "/api/v1/monitors/{monitor_id}/results": {"parameters": [MID], "get": {
-            "summary": "Check results, newest first, cursor-paged", "parameters": [LIMIT, BEFORE],
-            "responses": {"200": _json(listing), **ERRORS}}},
-        "/api/v1/monitors/{monitor_id}/downtimes": {"parameters": [MID], "get": {
-            "summary": "Downtime windows, newest first", "parameters": [LIMIT],
-            "responses": {"200": _json(listing), **ERRORS}}},
-        "/api/v1/monitors/{monitor_id}/uptime": {"parameters": [MID], "get": {
-            "summary": "Uptime and latency over a window (from hourly rollups)",
-            "parameters": [{"name": "window", "in": "query", "schema": {"enum": list(WINDOWS)}}],
-            "responses": {"200": _json({"type": "object"}), **ERRORS}}},
-        "/api/v1/monitors/{monitor_id}/run": {"parameters": [MID], "post": {
-            "summary": "Check now; returns the result", "responses": {"200": _json({"type": "object"}), **ERRORS}}},
-        "/api/v1/kinds/{kind}/{action}": {"parameters": [
-            {"name": "kind", "in": "path", "required": True, "schema": {"enum": sorted(KINDS)}},
-            {"name": "action", "in": "path", "required": True, "schema": {"enum": ["run", "pause", "resume"]}}],
-            "post": {"summary": "Run every monitor of a kind now, or pause/resume its timer",
-                     "responses": {"200": _json({"type": "object"}), "404": ERRORS["404"]}}},
-        "/api/v1/events": {"get": {"summary": "Events, newest first", "parameters": [
-            LIMIT, BEFORE, {"name": "monitor_id", "in": "query", "schema": {"type": "string"}},
-            {"name": "type", "in": "query", "schema": _ref("EventType")}],
-            "responses": {"200": _json(listing)}}},
-        "/api/v1/metrics": {"get": {
-            "summary": "Resource monitors' latest metrics and statuses, from stored results (nothing is measured)",
-            "responses": {"200": _json({"type": "object", "required": ["metrics", "statuses", "overall",
-                                                                       "last_updated", "monitors"], "properties": {
-                "metrics": {"type": "object", "additionalProperties": {"type": "number"},
-                            "description": '"{monitor}/{metric}" → latest value'},
-                "statuses": {"type": "object", "additionalProperties": {"type": "string"},
-                             "description": '"{monitor}/{metric}" → OK, WARNING or ALERT; "overall" → `overall`'},
-                "overall": {"enum": ["OK", "WARNING", "ERROR", "ALERT", "UNKNOWN"]},
-                "last_updated": {"type": ["string", "null"], "format": "date-time"},
-                "monitors": {"type": "array", "items": {"type": "object"}}}})}}},
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({})}}},
-        **_snapshot_paths(schemas),
-    }
+    from shared import VERSION
+
+    components, names = _components()
+
+    def ref(model: str) -> dict[str, str]:
+        return _ref(names.get(model, model))
+
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Azure monitor functions", "version": VERSION},
-        "security": key,
-        "components": {"schemas": schemas, "securitySchemes": {"functionKey": {
-            "type": "apiKey", "in": "header", "name": "x-functions-key"}}},
-        "paths": paths,
+        "info": {"title": "Azure monitor functions", "version": VERSION,
+                 "description": "Monitors (websites, stock, parts lists, resources), their results, events and "
+                                "snapshots. Every error is `{\"error\": {code, message, details}}`."},
+        "security": [{"functionKey": []}, {"functionKeyQuery": []}],
+        "components": {"schemas": components, "securitySchemes": {
+            "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key",
+                            "description": "A function (or host) key of the Function App."},
+            "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code",
+                                 "description": "The same key as the `code` query parameter."}}},
+        "paths": {**_api_paths(ref), **_web_paths(ref)},
     }
 
 
-def _snapshot_paths(schemas: dict[str, Any]) -> dict[str, Any]:
-    """Snapshots, alert rules and the public face (shared/blueprints/public.py); adds their schemas."""
-    from shared import snapshots
-    from shared.rules.model import AlertRule
+def _api_paths(ref: Any) -> dict[str, Any]:
+    """shared/triggers/api.py."""
+    from monitors import KINDS
+    from shared.manage.history import WINDOWS
 
-    rule = AlertRule.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(rule.pop("$defs", {}))
-    schemas["AlertRule"] = rule
-    metric = {"enum": snapshots.metric_names()}
-    bucket = {"type": "object", "required": ["count", "monitors"], "properties": {
-        "count": {"type": "integer"}, "monitors": {"type": "array", "items": {"type": "object", "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string"}}}}}}
-    items = {"type": "object", "required": ["count", "items"], "properties": {
-        "count": {"type": "integer"}, "items": {"type": "array", "items": {"type": "object"}}}}
-    schemas["Snapshot"] = {"type": "object", "required": [
-        "schema_version", "id", "taken_at", "persisted", "period", "monitors", "by_status", "kinds", "open_downtimes",
-        "threshold_breaches", "checker_errors", "stale_kinds", "events", "uptime_24h", "metrics"], "properties": {
-        "schema_version": {"type": "integer"}, "id": {"type": ["string", "null"]},
-        "taken_at": {"type": "string", "format": "date-time"}, "persisted": {"type": "boolean"},
-        "coalesced": {"type": "boolean", "description": "built by a concurrent request this one waited for"},
-        "period": {"type": "object"}, "monitors": {"type": "object"},
-        "by_status": {"type": "object", "additionalProperties": bucket},
-        "kinds": {"type": "object", "additionalProperties": {"type": "object"}},
-        "open_downtimes": items, "threshold_breaches": items, "checker_errors": items, "stale_kinds": items,
-        "events": {"type": "object"}, "uptime_24h": {"type": "object"},
-        "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
-        "alert_rules": {"type": "object", "description": "rules evaluated on a stored snapshot"}}}
-    rid = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    flag = {"type": "boolean", "default": False}
-    svg = {"description": "SVG badge", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}
+    kinds = {"type": "string", "enum": sorted(KINDS)}
     return {
-        "/api/v1/status": {"get": {"summary": "Current state: the latest snapshot and live monitor states",
-                                   "responses": {"200": _json({"type": "object", "required": [
-                                       "time", "overall", "live", "snapshot", "changed_since_snapshot",
-                                       "alert_rules"]})}}},
-        "/api/v1/snapshot": {
-            "parameters": [{"name": "persist", "in": "query", "schema": flag},
-                           {"name": "wait", "in": "query", "description": "seconds to wait for a running build "
-                            "(its stored snapshot is returned)", "schema": {"type": "number", "minimum": 0,
-                                                                            "maximum": 30, "default": 10}}],
-            **{method: {"summary": "Build a snapshot now (persist=true: store it and evaluate the alert rules)",
-                        "responses": {"200": _json(_ref("Snapshot"), "The snapshot (`persisted`: stored; "
-                                                                     "`coalesced`: built by a concurrent build "
-                                                                     "this one waited for)"),
-                                      "409": _json(_ref("Error"), "Another build held the lease all along"),
-                                      "422": ERRORS["422"]}} for method in ("get", "post")}},
-        "/api/v1/history": {"get": {"summary": "Stored snapshots, newest first", "parameters": [
-            {**LIMIT, "schema": {"type": "integer", "minimum": 1, "maximum": 500}}, BEFORE,
-            {"name": "full", "in": "query", "schema": flag, "description": "include each whole snapshot"}],
-            "responses": {"200": _json(listing_schema()), "422": ERRORS["422"]}}},
-        "/api/v1/timeseries": {"get": {"summary": "Snapshot metrics over time, oldest first", "parameters": [
-            {"name": "metric", "in": "query", "required": True, "description": "comma-separated metric names",
-             "schema": {"type": "string"}, "examples": {"one": {"value": metric["enum"][0]}}},
-            {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-            {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
-            "responses": {"200": _json({"type": "object", "properties": {"series": {"type": "array", "items": {
-                "type": "object", "properties": {"metric": metric, "unit": {"type": "string"}, "points": {
-                    "type": "array", "items": {"type": "array", "prefixItems": [
-                        {"type": "string", "format": "date-time"}, {"type": ["number", "null"]}]}}}}}}}),
-                          "422": ERRORS["422"]}}},
-        "/api/v1/bootstrap": {"get": {"summary": "What a UI needs in one call: kinds and their schemas, metrics, "
-                                                 "latest snapshot, alert rules, version",
-                                      "responses": {"200": _json({"type": "object"})}}},
-        "/api/v1/alert-rules": {
-            "get": {"summary": "Alert rules with their state", "responses": {"200": _json(listing_schema())}},
-            "post": {"summary": "Create an alert rule", "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("AlertRule")}}},
-                     "responses": {"201": _json(_ref("AlertRule")), "422": ERRORS["422"]}}},
-        "/api/v1/alert-rules/{rule_id}": {
-            "parameters": [rid],
-            "get": {"summary": "One alert rule", "responses": {"200": _json(_ref("AlertRule")), **ERRORS}},
-            "patch": {"summary": "Change fields of an alert rule", "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"type": "object"}}}},
-                      "responses": {"200": _json(_ref("AlertRule")), "409": _json(_ref("Error")), **ERRORS}},
-            "delete": {"summary": "Delete an alert rule", "responses": {"204": {"description": "Deleted"},
-                                                                        **ERRORS}}},
-        "/api/v1/metrics/prometheus": {"get": {"summary": "Every monitor in the Prometheus text format 0.0.4",
-                                               "responses": {"200": {"description": "OK", "content": {
-                                                   "text/plain": {"schema": {"type": "string"}}}}}}},
-        "/api/status-page": {"get": {"summary": "Public status page (HTML, no script)", "security": [],
-                                     "responses": {"200": {"description": "OK", "content": {
-                                         "text/html": {"schema": {"type": "string"}}}}}}},
-        "/api/badge/{monitor_id}/{badge}": {"get": {
-            "summary": "Status or uptime badge of a public monitor", "security": [], "parameters": [
-                MID, {"name": "badge", "in": "path", "required": True,
-                      "schema": {"enum": ["status.svg", "uptime.svg"]}},
-                {"name": "window", "in": "query", "schema": {"enum": list(WINDOWS), "default": "30d"}}],
-            "responses": {"200": svg, "404": {**svg, "description": "Unknown or not public"},
-                          "422": {**svg, "description": "Unknown window"}}}},
+        "/api/v1/health": {"get": _op(
+            "health", "Storage reachability, every kind's timer (last and next run, gaps), version",
+            {"200": _json(ref("Health")), "503": _json(ref("HealthDegraded"), "Storage is unreachable")},
+            public=True)},
+        "/api/v1/monitors": {
+            "get": _op("listMonitors", "Monitors with their state, by name", {"200": _json(ref("MonitorList"))}, 422,
+                       params=[_query("kind", kinds, "Only monitors of this kind (empty: all).")]),
+            "post": _op("createMonitor", "Create a monitor", {"201": _json(ref("MonitorView"), "Created")},
+                        400, 409, 422, body=ref("MonitorSpec"))},
+        "/api/v1/monitors/{monitor_id}": {
+            "parameters": [MID],
+            "get": _op("getMonitor", "One monitor with its state", {"200": _json(ref("MonitorView"))}, 404),
+            "patch": _op("updateMonitor", "Change fields of a monitor", {"200": _json(ref("MonitorView"))},
+                         400, 404, 409, 422, body=ref("MonitorPatch")),
+            "delete": _op("deleteMonitor", "Delete a monitor", DELETED, 404)},
+        "/api/v1/monitors/{monitor_id}/results": {"parameters": [MID], "get": _op(
+            "listResults", "Check results, newest first, cursor-paged", {"200": _json(ref("ResultsPage"))}, 404, 422,
+            params=[_limit(50, 1000), BEFORE])},
+        "/api/v1/monitors/{monitor_id}/downtimes": {"parameters": [MID], "get": _op(
+            "listDowntimes", "Downtime windows, newest first", {"200": _json(ref("DowntimesPage"))}, 404, 422,
+            params=[_limit(100, 1000)])},
+        "/api/v1/monitors/{monitor_id}/uptime": {"parameters": [MID], "get": _op(
+            "getUptime", "Uptime and latency over a window (hourly rollups and the results since)",
+            {"200": _json(ref("Uptime"))}, 404, 422,
+            params=[_query("window", {"type": "string", "enum": list(WINDOWS), "default": "24h"},
+                           "How far back (empty: 24h).")])},
+        "/api/v1/monitors/{monitor_id}/run": {"parameters": [MID], "post": _op(
+            "runMonitor", "Check the monitor now (enabled or not) and store the result",
+            {"200": _json(ref("RunResult"))}, 404)},
+        "/api/v1/kinds/{kind}/{action}": {"parameters": [
+            {**_path("kind", "A monitor kind (any other: 404)."), "schema": kinds},
+            {**_path("action", "run: check every due monitor of the kind now; pause/resume its timer (any other: "
+                     "404)."), "schema": {"type": "string", "enum": ["run", "pause", "resume"]}}],
+            "post": _op("kindAction", "Run every monitor of a kind now, or pause/resume its timer",
+                        {"200": _json({"oneOf": [ref("KindRun"), ref("Paused")]}, "run: the run; pause/resume: "
+                                      "the timer's state")}, 404)},
+        "/api/v1/events": {"get": _op(
+            "listEvents", "Events with their delivery status, newest first, cursor-paged",
+            {"200": _json(ref("EventsPage"))}, 422, params=[
+                _limit(50, 1000), BEFORE, _query("monitor_id", {"type": "string"}, "Only this monitor's events."),
+                _query("type", {"type": "string", "examples": ["MONITOR_DOWN"]},
+                       "Only events of this type (an EventType; any other value matches none).")])},
+        "/api/v1/metrics": {"get": _op(
+            "getReadings", "Metric readings of the monitors that have them (resources), from their stored results "
+            "(nothing is measured)", {"200": _json(ref("Readings"))})},
+        "/api/v1/openapi.json": {"get": _op("openapi", "This document", {"200": _json(
+            {"type": "object", "required": ["openapi", "info", "paths"], "description": "An OpenAPI 3.1 document"})})},
     }
 
 
-def listing_schema() -> dict[str, Any]:
-    return {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}},
-                                             "next_before": {"type": ["string", "null"]}}}
+def _web_paths(ref: Any) -> dict[str, Any]:
+    """shared/triggers/web.py."""
+    from shared.manage.history import WINDOWS
+    from shared.snapshots import metric_names
+
+    svg = {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    busy = {**_json(ref("Error"), "Another build held the lease for the whole wait (code snapshot_in_progress)"),
+            "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}}}
+    snapshot: dict[str, Any] = {"summary": "Build a snapshot now (persist=true: store it and evaluate the alert rules)",
+                "ok": {"200": _json(ref("Snapshot"), "The snapshot (`persisted`: stored; `coalesced`: stored by a "
+                                                     "concurrent build this one waited for)"), "409": busy},
+                "params": [_flag("persist", "Store the snapshot and evaluate the alert rules:"), _query(
+                    "wait", {"type": "number", "minimum": 0, "maximum": 30, "default": 10},
+                    "Seconds to wait for a build already running (its stored snapshot is the answer; empty: 10).")]}
+    metric = _query("metric", {"type": "string", "minLength": 1, "examples": [metric_names()[0]]},
+                    f"Comma-separated snapshot metric names (1–20), of: {', '.join(metric_names())}.", required=True)
+    return {
+        "/api/v1/status": {"get": _op("getStatus", "Current state: live monitor states and the latest snapshot",
+                                      {"200": _json(ref("Status"))})},
+        "/api/v1/snapshot": {
+            method: _op(f"{method}Snapshot", snapshot["summary"], snapshot["ok"], 422, params=snapshot["params"])
+            for method in ("get", "post")},
+        "/api/v1/history": {"get": _op(
+            "listSnapshots", "Stored snapshots, newest first, cursor-paged", {"200": _json(ref("History"))}, 422,
+            params=[_limit(20, 500), BEFORE, _flag("full", "Include each whole snapshot:")])},
+        "/api/v1/timeseries": {"get": _op(
+            "getTimeSeries", "Snapshot metrics over time, oldest first", {"200": _json(ref("TimeSeries"))}, 422,
+            params=[metric, _query("from", {"type": "string", "format": "date-time"},
+                                   "Start, inclusive (empty: 24 h before `to`; at most 400 days before it)."),
+                    _query("to", {"type": "string", "format": "date-time"}, "End, inclusive (empty: now).")])},
+        "/api/v1/bootstrap": {"get": _op(
+            "bootstrap", "What a UI needs in one call: kinds and their schemas, metrics, latest snapshot, alert "
+            "rules, version", {"200": _json(ref("Bootstrap"))})},
+        "/api/v1/alert-rules": {
+            "get": _op("listAlertRules", "Alert rules with their state", {"200": _json(ref("AlertRuleList"))}),
+            "post": _op("createAlertRule", "Create an alert rule", {"201": _json(ref("AlertRuleView"), "Created")},
+                        400, 422, body=ref("AlertRule"))},
+        "/api/v1/alert-rules/{rule_id}": {
+            "parameters": [RID],
+            "get": _op("getAlertRule", "One alert rule with its state", {"200": _json(ref("AlertRuleView"))}, 404),
+            "patch": _op("updateAlertRule", "Change fields of an alert rule", {"200": _json(ref("AlertRuleView"))},
+                         400, 404, 409, 422, body=ref("AlertRulePatch")),
+            "delete": _op("deleteAlertRule", "Delete an alert rule", DELETED, 404)},
+        "/api/v1/metrics/prometheus": {"get": _op(
+            "prometheus", "Every monitor in the Prometheus text format 0.0.4",
+            {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+        "/api/status-page": {"get": {
+            "operationId": "statusPage", "summary": "Public status page (HTML, no script)", "security": [],
+            "responses": {"200": {"description": "The page", **html},
+                          "503": {"description": "The page is temporarily unavailable", **html}}}},
+        "/api/badge/{monitor_id}/{badge}": {"get": {
+            "operationId": "badge", "summary": "Status or uptime badge of a public monitor", "security": [],
+            "parameters": [
+                MID, {**_path("badge", "Which badge (any other name: the 404 badge)."),
+                      "schema": {"type": "string", "enum": ["status.svg", "uptime.svg"]}},
+                _query("window", {"type": "string", "enum": list(WINDOWS), "default": "30d"},
+                       "uptime.svg: how far back (empty: 30d).")],
+            "responses": {"200": {"description": "The badge", **svg},
+                          "404": {"description": "Unknown or not public monitor, or unknown badge", **svg},
+                          "422": {"description": "Unknown window", **svg},
+                          "503": {"description": "Storage is unavailable", **svg}}}},
+    }

@@ -42,22 +42,21 @@ class Config(UpDownPolicy):
         return [f"{self.host.lower()}:{self.port}"]
 
 
-TcpConfig = Config  # inside TcpConnect, `Config` is the class attribute: annotations use this name
 
 
-def _hostport(cfg: TcpConfig) -> str:
+def _hostport(cfg: Config) -> str:
     return f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
 
 
-class TcpConnect(UpDownKind[TcpConfig]):
+class TcpConnect(UpDownKind[Config]):
     name = KIND
-    Config = Config
+    model = Config
     title = "TCP ports"
     unique_field = "host"
     metrics: ClassVar[dict[str, str]] = {
         "tcpconnect_connect_seconds": "Time to open a TCP connection in the monitor's latest check."}
 
-    async def check(self, cfg: TcpConfig, ctx: CheckContext) -> CheckResult:
+    async def check(self, cfg: Config, ctx: CheckContext) -> CheckResult:
         from shared.outbound.errors import describe
         from shared.outbound.guard import OutboundRefused
         from shared.outbound.tcp import open_connection
@@ -78,13 +77,13 @@ class TcpConnect(UpDownKind[TcpConfig]):
             await writer.wait_closed()
         return CheckResult("up", latency)
 
-    def outbound_targets(self, cfg: TcpConfig) -> dict[str, str]:
+    def outbound_targets(self, cfg: Config) -> dict[str, str]:
         return {"host": f"tcp://{_hostport(cfg)}"}
 
-    def target(self, cfg: TcpConfig) -> str:
+    def target(self, cfg: Config) -> str:
         return _hostport(cfg)
 
-    def public_url(self, cfg: TcpConfig) -> str | None:
+    def public_url(self, cfg: Config) -> str | None:
         return None
 
     def samples(self, row: dict[str, Any]) -> list[Sample]:
