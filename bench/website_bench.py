@@ -10,7 +10,7 @@ storage, then measures
   * bare   - one aiohttp ClientSession + semaphore, GET each of the N URLs once (before every tick, and after);
   * cold   - the first `run_kind(..., trigger="manual")`: first results, every state row created;
   * steady - `--ticks` more manual ticks: every monitor checked, UP -> UP; only results should be written.
-A tick is split into its check phase (`shared.engine._check_all`, timed by wrapping it for the run; the engine
+A tick is split into its check phase (`shared.engine.run.check_all`, timed by wrapping it for the run; the engine
 code is not changed) and the rest (loading monitors/states, settling, writing results, recording the tick).
 
 The loopback "farm" the monitors point at runs in separate processes (aiohttp.web, SO_REUSEPORT): every request
@@ -307,30 +307,30 @@ async def bare_fetch(urls: list[str], concurrency: int, meter: Meter, n: int, la
 
 
 class CheckPhaseProbe:
-    """Wraps shared.engine._check_all for the duration of a tick (module attribute; engine code unchanged)."""
+    """Wraps shared.engine.run.check_all for the duration of a tick (module attribute; engine code unchanged)."""
 
     def __init__(self, meter: Meter) -> None:
-        import shared.engine as engine
+        import shared.engine.run as engine
 
         self.engine = engine
         self.meter = meter
-        self.original = engine._check_all
+        self.original = engine.check_all
         self.spans: list[tuple[tuple, tuple, int]] = []
 
-    async def _wrapped(self, module: Any, items: list, ctx: Any, concurrency: int) -> list:
+    async def _wrapped(self, kind: Any, items: list, ctx: Any) -> list:
         before = self.meter.snap()
         try:
-            return await self.original(module, items, ctx, concurrency)
+            return await self.original(kind, items, ctx)
         finally:
             self.spans.append((before, self.meter.snap(), len(items)))
 
     def __enter__(self) -> CheckPhaseProbe:
         self.spans.clear()
-        self.engine._check_all = self._wrapped
+        self.engine.check_all = self._wrapped
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.engine._check_all = self.original
+        self.engine.check_all = self.original
 
 
 async def engine_tick(store: Any, settings: Any, meter: Meter, n: int, label: str,
@@ -414,6 +414,7 @@ def configure(conn: str, concurrency: int) -> Any:
             del os.environ[name]
     os.environ["AzureWebJobsStorage"] = conn  # noqa: SIM112 - the Functions host's name for it
     os.environ["CHECK_CONCURRENCY"] = str(concurrency)
+    os.environ["OUTBOUND_ALLOW_CIDRS"] = "127.0.0.1/32"  # the farm listens on loopback; the guard refuses it otherwise
     os.environ["GLOBAL_EMAIL_NOTIFICATIONS_ENABLED"] = "false"
     get_settings.cache_clear()
     Store.forget_created_tables()

@@ -15,7 +15,7 @@
   (429 + Retry-After, 403, malformed bodies), and every request is recorded.
 
 The SDKs send bearer tokens over https only, so the server presents a trustme certificate for 127.0.0.1 and the
-clients trust its CA through `monitors.resource.sources.CONNECTION_VERIFY`; `FakeCredential` stands in for
+clients trust its CA through `monitors.resource.azure.CONNECTION_VERIFY`; `FakeCredential` stands in for
 DefaultAzureCredential (an async `get_token` returning a fixed AccessToken).
 """
 
@@ -34,7 +34,7 @@ import trustme
 from aiohttp import web
 from azure.core.credentials import AccessToken
 
-from monitors.resource import sources as resource
+from monitors.resource import azure as resource
 
 TOKEN = "fake-azure-token"
 SUBSCRIPTION = "00000000-0000-4000-8000-000000000001"

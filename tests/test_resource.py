@@ -24,7 +24,7 @@ from test_email import Host, Run
 import monitors
 from monitors import resource
 from monitors.base import CheckResult
-from monitors.resource import sources
+from monitors.resource import azure, sources
 from shared import manage
 from shared.engine import check_context
 from shared.events import EventType
@@ -158,7 +158,7 @@ def test_defaults_and_the_metric_namespace_from_the_resource_id():
                    "alert": 2, "resource_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/"
                                               "Microsoft.Storage/storageAccounts/shop/queueServices/default"}).source
     assert nested.metric_namespace == "Microsoft.Storage/storageAccounts/queueServices"
-    assert sources.metrics_endpoint("westeurope") == "https://westeurope.metrics.monitor.azure.com"
+    assert azure.metrics_endpoint("westeurope") == "https://westeurope.metrics.monitor.azure.com"
 
 
 # ------------------------------------------------------------------------------------------- local (psutil)
@@ -465,12 +465,12 @@ async def test_no_credential_and_unreachable_endpoints_are_checker_errors(ctx, m
         async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
             raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token")
 
-    monkeypatch.setattr(sources, "make_credential", lambda settings: Unavailable())
+    monkeypatch.setattr(azure, "make_credential", lambda settings: Unavailable())
     result = await resource.check(spec(metric_source()), ctx)
     assert result.error.startswith("no Azure credential for Azure Monitor metrics: DefaultAzureCredential failed")
 
-    monkeypatch.setattr(sources, "make_credential", lambda settings: FakeCredential())
-    monkeypatch.setattr(sources, "METRICS_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(azure, "make_credential", lambda settings: FakeCredential())
+    monkeypatch.setattr(azure, "METRICS_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
     result = await resource.check(spec(metric_source()), ctx)
     assert result.outcome == "error" and result.error.startswith("cannot reach Azure Monitor metrics")
 
