@@ -11,18 +11,21 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from pydantic import Field, field_validator, model_validator
 
 from monitors.base import UpDownPolicy
 from monitors.contract import CheckContext, CheckResult, Evaluation, Sample
 from monitors.policy import UpDownKind
 from shared.events import Event, EventType
-
-if TYPE_CHECKING:
-    import aiohttp
+from shared.outbound.body import decode, read_capped
+from shared.outbound.errors import describe
+from shared.outbound.guard import OutboundRefused
+from shared.outbound.http import peer_cert
+from shared.outbound.retry import WEBSITE
 
 KIND = "website"
 MAX_BODY_BYTES = 1024 * 1024
@@ -141,13 +144,6 @@ def _cert_expiry(der: bytes) -> datetime:
 
 
 async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
-    import aiohttp
-
-    from shared.outbound.body import decode, read_capped
-    from shared.outbound.errors import describe
-    from shared.outbound.guard import OutboundRefused
-    from shared.outbound.http import peer_cert
-
     data: dict[str, Any] = {}
     started = time.perf_counter()
     try:
@@ -190,10 +186,6 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
     return CheckResult("up", latency, None, data)
 
 
-class _TryAgain(Exception):
-    """The site was down on a try that was not the last: the retry policy tries again after its backoff."""
-
-
 class Website(UpDownKind[Config]):
     name = KIND
     model = Config
@@ -205,19 +197,12 @@ class Website(UpDownKind[Config]):
 
     async def check(self, cfg: Config, ctx: CheckContext) -> CheckResult:
         """Up to `attempts` tries with a short backoff; the last try's result stands."""
-        from shared.outbound.retry import WEBSITE
+        async def attempt(n: int) -> CheckResult:
+            result = await _once(cfg, ctx.http)
+            result.data["attempts"] = n
+            return result
 
-        result = CheckResult("down")
-        try:
-            async for attempt in WEBSITE.tries(_TryAgain, f"website check {cfg.id}", attempts=cfg.attempts):
-                with attempt:
-                    result = await _once(cfg, ctx.http)
-                    result.data["attempts"] = attempt.num
-                    if result.outcome == "down" and attempt.num < cfg.attempts:
-                        raise _TryAgain(result.error)
-        except _TryAgain:  # the policy stopped early (its time budget): the last result stands
-            pass
-        return result
+        return await WEBSITE.until(attempt, lambda r: r.outcome != "down", f"website check {cfg.id}", cfg.attempts)
 
     def evaluate(self, cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
         ev = super().evaluate(cfg, prev, result, now)

@@ -11,14 +11,19 @@ total time, retry only what is transient).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import stamina
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 log = logging.getLogger("monitor.retry")
+R = TypeVar("R")
+
+
+class _Again(Exception):
+    """A result that asks for another try (RetryPolicy.until)."""
 
 
 def _log_retry(details: RetryDetails) -> None:
@@ -48,6 +53,25 @@ class RetryPolicy:
                                         wait_initial=self.wait_initial, wait_max=self.wait_max,
                                         wait_jitter=self.jitter)
         return aiter(context.with_name(what, (), {}))
+
+    async def until(self, attempt: Callable[[int], Awaitable[R]], good: Callable[[R], bool], what: str,
+                    attempts: int | None = None) -> R:
+        """Call `attempt(n)` until its result is `good` or the attempts are used up; the last result stands. The
+        first call is made directly: the success path costs nothing of the retry machinery."""
+        limit = attempts or self.attempts
+        result = await attempt(1)
+        if good(result) or limit <= 1:
+            return result
+        try:
+            async for each in self.tries(_Again, what, attempts=limit):
+                with each:
+                    if each.num > 1:
+                        result = await attempt(each.num)
+                    if not good(result) and each.num < limit:
+                        raise _Again(what)
+        except _Again:  # the time budget ran out first: the last result stands
+            pass
+        return result
 
 
 def testing(enabled: bool = True) -> None:
