@@ -8,7 +8,7 @@
 
 import azure.functions as func
 
-from shared.settings import check_at_start
+from shared.startup import check_at_start
 from shared.triggers import api, mail, timers, web
 
 check_at_start()  # under the host: stop here, naming every missing or invalid setting

@@ -141,24 +141,3 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
-
-
-# Set in the worker process by the Functions host (Core Tools and Azure): the app is starting for real.
-HOST_MARKERS = ("FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsScriptRoot")
-
-
-def check_at_start() -> None:
-    """Validate the settings when function_app.py is imported.
-
-    Under the Functions host a bad or missing setting stops the app here, with a message naming it. Outside a
-    host (a tool that only indexes the app's functions, like worker-index) it is logged instead, so indexing
-    does not depend on the settings of a deployment."""
-    import logging
-    import os
-
-    try:
-        get_settings()
-    except SettingsError as error:
-        if any(os.environ.get(name) for name in HOST_MARKERS):
-            raise
-        logging.getLogger("monitor.settings").warning("not under a Functions host; %s", error)

@@ -1,0 +1,26 @@
+"""What function_app.py runs when it is imported: validate the settings under the Functions host.
+
+Under the host (Core Tools and Azure set FUNCTIONS_WORKER_RUNTIME / AzureWebJobsScriptRoot in the worker) a bad or
+missing setting stops the app here, with a message naming each one, before any function is registered. A tool that
+only indexes the app (worker-index, an IDE) needs no settings and pays nothing for them: the settings model
+(pydantic-settings) is imported on the first invocation instead, which validates them the same way. Kept free of
+imports so that indexing stays cheap (a cold start on Flex Consumption imports function_app first).
+"""
+
+from __future__ import annotations
+
+import os
+
+HOST_MARKERS = ("FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsScriptRoot")
+
+
+def under_host() -> bool:
+    return any(os.environ.get(name) for name in HOST_MARKERS)
+
+
+def check_at_start() -> None:
+    """Under the Functions host: raise SettingsError naming every bad setting. Elsewhere: nothing."""
+    if under_host():
+        from shared.settings import get_settings
+
+        get_settings()
