@@ -1,5 +1,7 @@
 // The monitoring app on Azure: one Flex Consumption function app with everything it needs, identity-based end to
-// end (no storage keys, no App Insights instrumentation keys, secrets in Key Vault).
+// end (no storage keys, no App Insights instrumentation keys, secrets in Key Vault), and network-restricted: the
+// storage account and the vault deny by default and let in the app's VNet subnet (service endpoints), the deployer's
+// addresses (allowedIpAddresses) and, with usePrivateEndpoints, only private endpoints. See docs/DEPLOY.md, Network.
 //
 //   azd up                                                    (azd fills infra/main.parameters.json from its env)
 //   az deployment group create -g RG -f infra/main.bicep -p environmentName=mon smtpHost=… …   (see docs/DEPLOY.md)
@@ -55,6 +57,30 @@ param resourceReaderSubscriptionId string = subscription().subscriptionId
 @description('Resource group of the resource-reader scope when resourceReaderScope is resourceGroup (default: this one).')
 param resourceReaderResourceGroupName string = resourceGroup().name
 
+// -------------------------------------------------------------------------------------------------- network
+
+@description('Public addresses let through the storage and Key Vault firewalls, comma-separated: your machine for the CLI, Storage Explorer and `az keyvault secret set` (e.g. 203.0.113.7,198.51.100.0/24; a single address without /32, ranges /30 or wider). Empty: only the app\'s subnet. No effect while usePrivateEndpoints is true.')
+param allowedIpAddresses string = ''
+
+@description('Reach storage (blob, queue, table) and Key Vault through private endpoints in the VNet, with privatelink DNS zones, and switch their public network access off entirely (about $30 a month more: four endpoints and four zones). false: service endpoints and firewall rules, free.')
+param usePrivateEndpoints bool = false
+
+@description('Address space of the VNet the app is integrated with (private, not overlapping networks you peer it with).')
+param vnetAddressPrefix string = '10.42.0.0/16'
+
+@description('The app\'s integration subnet (delegated to Microsoft.App/environments; one address per instance, so /24 covers about 250 of maximumInstanceCount).')
+param appSubnetAddressPrefix string = '10.42.0.0/24'
+
+@description('The subnet of the private endpoints (used only with usePrivateEndpoints).')
+param privateEndpointSubnetAddressPrefix string = '10.42.1.0/27'
+
+@description('Storage resource logs sent to Log Analytics for blob, queue and table: audit (writes and deletes, cheap) or allLogs (also every read, which at thousands of monitors is several GB a month).')
+@allowed([
+  'audit'
+  'allLogs'
+])
+param storageLogCategoryGroup string = 'audit'
+
 // ------------------------------------------------------------------------------- app settings (shared/settings.py)
 // One parameter per setting, named after it in camelCase, default = the app's default ('' where the app has none).
 // Secrets (@secure) go to Key Vault and reach the app as Key Vault references; empty means not set.
@@ -64,8 +90,19 @@ param resourceReaderResourceGroupName string = resourceGroup().name
 @maxValue(5000)
 param checkConcurrency int = 100
 
+@description('TICK_BUDGET_SECONDS: a timer run starts no new check after this many seconds (host.json functionTimeout is 10 minutes); what it did not reach is recorded as not checked.')
+@minValue(10)
+@maxValue(540)
+param tickBudgetSeconds int = 240
+
 @description('OUTBOUND_ALLOW_CIDRS: networks checks may reach although not public (comma-separated CIDRs; empty = public addresses only).')
 param outboundAllowCidrs string = ''
+
+@description('APP_METRICS_TABLES: tables of the app\'s storage account that table_count monitors may count (comma-separated; empty = none; the app\'s own are never allowed).')
+param appMetricsTables string = ''
+
+@description('APP_METRICS_QUEUES: queues of the app\'s storage account that queue_depth monitors may read (comma-separated; empty = none; the app\'s own are never allowed).')
+param appMetricsQueues string = ''
 
 @description('RESULT_RETENTION_DAYS: raw results, events and timer records are purged after this.')
 @minValue(1)
@@ -120,6 +157,14 @@ param defaultEmailRecipients string = ''
 
 @description('PUBLIC_BASE_URL: base URL for links in e-mails; empty: the function app\'s own https://<host>.')
 param publicBaseUrl string = ''
+
+@description('DELIVERY_MAX_AGE_HOURS: a message that keeps failing transiently is tried again until its event is this old, then failed and the operator told (a number, at most 168; a string because Bicep has no floats).')
+param deliveryMaxAgeHours string = '24'
+
+@description('DELIVERY_RETRY_MAX_SECONDS: the longest wait between two tries of a message.')
+@minValue(1)
+@maxValue(3600)
+param deliveryRetryMaxSeconds int = 900
 
 @description('WHMCS_API_URL: the http(s) URL of WHMCS\'s includes/api.php (stock monitors).')
 param whmcsApiUrl string = ''
@@ -186,6 +231,9 @@ var queueNames = [
   'monitor-events-poison'
 ]
 
+// allowedIpAddresses as a list (azd passes every parameter as one string): '203.0.113.7, 198.51.100.0/24' -> two.
+var allowedIps = filter(map(split(allowedIpAddresses, ','), ip => trim(ip)), ip => !empty(ip))
+
 // ------------------------------------------------------------------------------------------------- identity
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -193,6 +241,60 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   location: location
   tags: tags
 }
+
+// -------------------------------------------------------------------------------------------------- network
+// The app's outbound traffic enters this VNet (Flex Consumption VNet integration routes all of it); the storage
+// account and the vault admit the app subnet through its service endpoints. Subnet names without '_' (Flex).
+
+var appSubnetName = 'snet-app'
+var privateEndpointSubnetName = 'snet-private-endpoints'
+
+resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
+  name: 'vnet-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    addressSpace: {
+      addressPrefixes: [
+        vnetAddressPrefix
+      ]
+    }
+    subnets: [
+      {
+        name: appSubnetName
+        properties: {
+          addressPrefix: appSubnetAddressPrefix
+          delegations: [
+            {
+              name: 'flex-consumption'
+              properties: {
+                serviceName: 'Microsoft.App/environments'
+              }
+            }
+          ]
+          serviceEndpoints: [
+            {
+              service: 'Microsoft.Storage'
+            }
+            {
+              service: 'Microsoft.KeyVault'
+            }
+          ]
+        }
+      }
+      {
+        name: privateEndpointSubnetName
+        properties: {
+          addressPrefix: privateEndpointSubnetAddressPrefix
+          privateEndpointNetworkPolicies: 'Disabled'
+        }
+      }
+    ]
+  }
+}
+
+var appSubnetId = '${vnet.id}/subnets/${appSubnetName}'
+var privateEndpointSubnetId = '${vnet.id}/subnets/${privateEndpointSubnetName}'
 
 // -------------------------------------------------------------------------------------------------- storage
 
@@ -211,10 +313,21 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     accessTier: 'Hot'
-    publicNetworkAccess: 'Enabled'
+    // Deny by default: the app's subnet and the deployer's addresses only; with private endpoints, no public access.
+    publicNetworkAccess: usePrivateEndpoints ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: 'Deny'
       bypass: 'AzureServices'
+      virtualNetworkRules: [
+        {
+          id: appSubnetId
+          action: 'Allow'
+        }
+      ]
+      ipRules: [for ip in allowedIps: {
+        value: ip
+        action: 'Allow'
+      }]
     }
   }
 }
@@ -298,6 +411,7 @@ resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
     retentionInDays: logRetentionDays
     features: {
       enableLogAccessUsingOnlyResourcePermissions: true
+      disableLocalAuth: true // no workspace keys: ingestion and queries with Entra tokens only
     }
   }
 }
@@ -359,7 +473,22 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    publicNetworkAccess: 'Enabled'
+    // Irreversible: a deleted vault (and secret) stays recoverable for the 7 days and cannot be purged before.
+    enablePurgeProtection: true
+    publicNetworkAccess: usePrivateEndpoints ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: 'Deny'
+      bypass: 'AzureServices'
+      virtualNetworkRules: [
+        {
+          id: appSubnetId
+          ignoreMissingVnetServiceEndpoint: false
+        }
+      ]
+      ipRules: [for ip in allowedIps: {
+        value: ip
+      }]
+    }
   }
 }
 
@@ -441,8 +570,11 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: identity.id
+    // Flex Consumption VNet integration: all outbound traffic (storage, Key Vault, the checks) goes through the subnet.
+    virtualNetworkSubnetId: appSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
     }
     functionAppConfig: {
       deployment: {
@@ -468,7 +600,27 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
   dependsOn: [
     deploymentContainer
     storageBlobDataOwner
+    // with usePrivateEndpoints, the app starts only once storage and the vault resolve to their endpoints
+    privateDnsZoneGroups
+    privateDnsZoneLinks
   ]
+}
+
+// No publishing with FTP or basic (user/password) credentials: azd, Core Tools and az deploy with Entra tokens.
+resource ftpPublishingPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishingPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
 }
 
 var keyVaultUri = keyVault.properties.vaultUri
@@ -495,7 +647,10 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
 
     // engine
     CHECK_CONCURRENCY: string(checkConcurrency)
+    TICK_BUDGET_SECONDS: string(tickBudgetSeconds)
     OUTBOUND_ALLOW_CIDRS: outboundAllowCidrs
+    APP_METRICS_TABLES: appMetricsTables
+    APP_METRICS_QUEUES: appMetricsQueues
     RESULT_RETENTION_DAYS: string(resultRetentionDays)
     ROLLUP_RETENTION_DAYS: string(rollupRetentionDays)
 
@@ -512,6 +667,8 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     ADMIN_EMAIL_RECIPIENTS: adminEmailRecipients
     DEFAULT_EMAIL_RECIPIENTS: defaultEmailRecipients
     PUBLIC_BASE_URL: empty(publicBaseUrl) ? 'https://${functionApp.properties.defaultHostName}' : publicBaseUrl
+    DELIVERY_MAX_AGE_HOURS: deliveryMaxAgeHours
+    DELIVERY_RETRY_MAX_SECONDS: string(deliveryRetryMaxSeconds)
 
     // stock (WHMCS)
     WHMCS_API_URL: whmcsApiUrl
@@ -540,6 +697,214 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
   ]
 }
 
+// --------------------------------------------------------------------------------------- diagnostic settings
+// Resource logs and platform metrics to the workspace (Application Insights keeps the app's own telemetry).
+
+resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: functionApp
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// The account itself has metrics only; its logs belong to the blob, queue and table services below.
+resource storageDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: storage
+  properties: {
+    workspaceId: logAnalytics.id
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: storageLogCategoryGroup
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: storageLogCategoryGroup
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: storageLogCategoryGroup
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// Key Vault audit events: every secret read (the app's references) and write, who and from where.
+resource keyVaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: keyVault
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'audit'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// ----------------------------------------------------------------------------- private endpoints (optional)
+// usePrivateEndpoints: one endpoint per storage service the app uses and one for the vault, each with its
+// privatelink DNS zone linked to the VNet so the usual host names resolve to the private addresses inside it.
+
+var privateEndpointTargets = [
+  {
+    groupId: 'blob'
+    zone: 'privatelink.blob.${environment().suffixes.storage}'
+    resourceId: storage.id
+  }
+  {
+    groupId: 'queue'
+    zone: 'privatelink.queue.${environment().suffixes.storage}'
+    resourceId: storage.id
+  }
+  {
+    groupId: 'table'
+    zone: 'privatelink.table.${environment().suffixes.storage}'
+    resourceId: storage.id
+  }
+  {
+    groupId: 'vault'
+    zone: 'privatelink${keyVaultDnsSuffix}'
+    resourceId: keyVault.id
+  }
+]
+
+// '.vault.azure.net' -> '.vaultcore.azure.net' (the vault's privatelink zone, in every cloud)
+var keyVaultDnsSuffix = replace(environment().suffixes.keyvaultDns, '.vault.', '.vaultcore.')
+
+// Nothing of this section is deployed unless usePrivateEndpoints is true.
+var privateEndpointsToDeploy = usePrivateEndpoints ? privateEndpointTargets : []
+
+resource privateDnsZones 'Microsoft.Network/privateDnsZones@2024-06-01' = [for target in privateEndpointsToDeploy: {
+  name: target.zone
+  location: 'global'
+  tags: tags
+}]
+
+resource privateDnsZoneLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2024-06-01' = [for (target, i) in privateEndpointsToDeploy: {
+  parent: privateDnsZones[i]
+  name: '${vnet.name}-${target.groupId}'
+  location: 'global'
+  tags: tags
+  properties: {
+    registrationEnabled: false
+    virtualNetwork: {
+      id: vnet.id
+    }
+  }
+}]
+
+resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-05-01' = [for target in privateEndpointsToDeploy: {
+  name: 'pe-${target.groupId}-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: privateEndpointSubnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'pe-${target.groupId}-${resourceToken}'
+        properties: {
+          privateLinkServiceId: target.resourceId
+          groupIds: [
+            target.groupId
+          ]
+        }
+      }
+    ]
+  }
+}]
+
+resource privateDnsZoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = [for (target, i) in privateEndpointsToDeploy: {
+  parent: privateEndpoints[i]
+  name: '${target.groupId}-zone-group'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: target.groupId
+        properties: {
+          privateDnsZoneId: privateDnsZones[i].id
+        }
+      }
+    ]
+  }
+}]
+
 // ---------------------------------------------------------------------------------------------------- outputs
 
 output AZURE_LOCATION string = location
@@ -549,5 +914,6 @@ output SERVICE_API_NAME string = functionApp.name
 output SERVICE_API_BASE_URL string = 'https://${functionApp.properties.defaultHostName}'
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.name
 output AZURE_KEY_VAULT_NAME string = keyVault.name
+output AZURE_VIRTUAL_NETWORK_NAME string = vnet.name
 output APPLICATIONINSIGHTS_NAME string = appInsights.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = logAnalytics.properties.customerId

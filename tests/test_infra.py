@@ -5,6 +5,9 @@ time, so a setting added to the model is covered without touching this file) mus
 infra/main.bicep, fed by a parameter with the app's default, mapped in infra/main.parameters.json, and present in
 local.settings.json.example. `test_cross_check_reports_a_removed_setting` proves the check bites.
 
+The network hardening (firewalls, VNet integration, publishing credentials, diagnostic settings, the optional
+private endpoints) is checked the same way; `evaluate` works out the template's conditions for a parameter value.
+
 No Azure, no Bicep CLI: this is structure, not a deployment (`az deployment group what-if` is the next step).
 """
 
@@ -543,3 +546,237 @@ def test_secret_setting_is_a_key_vault_reference(name):
     assert body(secret)["parent"] == vault_symbol
     assert body(secret)["properties"]["value"] == param_name
     assert decorator(tree["parameters"][param_name], "secure")
+
+
+# ============================================================================================== network
+
+
+def evaluate(node: Any, tree: dict[str, Any], **overrides: Any) -> Any:
+    """The value of an expression for parameter values (defaults, or `overrides`): enough of Bicep for the conditions
+    and arrays here (names, `?:`, `!`, `==`, objects, arrays, `a.b` of an object); anything else comes back rendered
+    (`storage.id`). pycep gives a name and a string literal alike, so a string is a name when one is declared."""
+    params, variables = tree["parameters"], tree["variables"]
+    if isinstance(node, str):
+        if node in overrides:
+            return overrides[node]
+        if node in params:
+            return params[node].get("default")
+        if node in variables:
+            return evaluate(variables[node]["value"], tree, **overrides)
+        return node
+    if isinstance(node, list):
+        return [evaluate(item, tree, **overrides) for item in node]
+    if isinstance(node, dict) and "operator" in node:
+        op = node["operator"]
+        operands = op.get("operands", {})
+        if op["type"] == "conditional":
+            branch = "true_value" if evaluate(operands["condition"], tree, **overrides) else "false_value"
+            return evaluate(operands[branch], tree, **overrides)
+        if op["type"] == "not":
+            return not evaluate(operands["bool_value"], tree, **overrides)
+        if op["type"] == "equals":
+            return evaluate(operands["operand_1"], tree, **overrides) == evaluate(operands["operand_2"], tree, **overrides)
+        if op["type"] == "property_accessor":
+            base = evaluate(operands["operand_1"], tree, **overrides)
+            if isinstance(base, dict):
+                return base[operands["operand_2"]]
+        return render(node)
+    if isinstance(node, dict) and "function" not in node:
+        return {key: evaluate(value, tree, **overrides) for key, value in node.items()}
+    return render(node)
+
+
+def _app_subnet(tree: dict[str, Any]) -> dict[str, Any]:
+    _, vnet = one(tree, "Microsoft.Network/virtualNetworks")
+    subnets = {evaluate(s["name"], tree): s["properties"] for s in body(vnet)["properties"]["subnets"]}
+    return subnets[evaluate("appSubnetName", tree)]
+
+
+def test_function_app_is_vnet_integrated_through_a_flex_delegated_subnet_with_service_endpoints():
+    tree = parse(MAIN)
+    vnet_symbol, _ = one(tree, "Microsoft.Network/virtualNetworks")
+    subnet = _app_subnet(tree)
+    assert "_" not in evaluate("appSubnetName", tree), "Flex Consumption rejects subnet names with '_'"
+    assert [d["properties"]["serviceName"] for d in subnet["delegations"]] == ["Microsoft.App/environments"]
+    assert {e["service"] for e in subnet["serviceEndpoints"]} == {"Microsoft.Storage", "Microsoft.KeyVault"}
+    assert subnet["addressPrefix"] == "appSubnetAddressPrefix"
+    assert tree["variables"]["appSubnetId"]["value"] == f"${{{vnet_symbol}.id}}/subnets/${{appSubnetName}}"
+    site = body(one(tree, "Microsoft.Web/sites")[1])
+    assert site["properties"]["virtualNetworkSubnetId"] == "appSubnetId"
+    assert "vnetRouteAllEnabled" not in site["properties"]  # Flex routes everything; the property is not used there
+
+
+def test_storage_firewall_denies_by_default_and_admits_the_app_subnet():
+    tree = parse(MAIN)
+    props = body(one(tree, "Microsoft.Storage/storageAccounts")[1])["properties"]
+    acls = props["networkAcls"]
+    assert acls["defaultAction"] == "Deny"
+    assert acls["bypass"] == "AzureServices"
+    assert acls["virtualNetworkRules"] == [{"id": "appSubnetId", "action": "Allow"}]
+    ip_rules = acls["ipRules"]
+    assert ip_rules["loop_type"]["detail"]["array_name"] == "allowedIps"
+    assert ip_rules["config"] == {"value": ip_rules["loop_type"]["detail"]["item_name"], "action": "Allow"}
+    assert evaluate(props["publicNetworkAccess"], tree) == "Enabled"  # firewall mode: public endpoint, rules apply
+
+
+def test_key_vault_firewall_denies_by_default_and_purge_protection_is_on():
+    tree = parse(MAIN)
+    props = body(one(tree, "Microsoft.KeyVault/vaults")[1])["properties"]
+    assert props["enablePurgeProtection"] is True
+    assert props["enableSoftDelete"] is True and props["softDeleteRetentionInDays"] >= 7
+    acls = props["networkAcls"]
+    assert acls["defaultAction"] == "Deny"
+    assert acls["bypass"] == "AzureServices"
+    assert acls["virtualNetworkRules"] == [{"id": "appSubnetId", "ignoreMissingVnetServiceEndpoint": False}]
+    ip_rules = acls["ipRules"]
+    assert ip_rules["loop_type"]["detail"]["array_name"] == "allowedIps"
+    assert ip_rules["config"] == {"value": ip_rules["loop_type"]["detail"]["item_name"]}
+    assert evaluate(props["publicNetworkAccess"], tree) == "Enabled"
+
+
+def test_deployer_addresses_come_from_one_comma_separated_parameter():
+    tree = parse(MAIN)
+    param = tree["parameters"]["allowedIpAddresses"]
+    assert param["type"] == "string" and param["default"] == ""
+    values = json.loads(PARAMETERS.read_text())["parameters"]
+    assert values["allowedIpAddresses"]["value"] == "${ALLOWED_IP_ADDRESSES=}"
+    ips = tree["variables"]["allowedIps"]["value"]["function"]
+    assert ips["type"] == "filter"  # empty entries dropped, so '' means no rule at all
+    split = ips["parameters"]["input_array"]["function"]["parameters"]["arg_1"]["function"]
+    assert split == {"type": "split", "parameters": {"input_string": "allowedIpAddresses", "delimiter": ","}}
+
+
+def test_ftp_and_basic_publishing_credentials_are_disabled():
+    tree = parse(MAIN)
+    site_symbol, site = one(tree, "Microsoft.Web/sites")
+    assert body(site)["properties"]["siteConfig"]["ftpsState"] == "Disabled"
+    policies = {body(r)["name"]: body(r) for r in resources(tree, "Microsoft.Web/sites/basicPublishingCredentialsPolicies").values()}
+    assert set(policies) == {"ftp", "scm"}
+    for name, policy in policies.items():
+        assert policy["parent"] == site_symbol, name
+        assert policy["properties"] == {"allow": False}, name
+
+
+def test_log_analytics_accepts_no_local_auth():
+    _, workspace = one(parse(MAIN), "Microsoft.OperationalInsights/workspaces")
+    assert body(workspace)["properties"]["features"]["disableLocalAuth"] is True
+
+
+# resource type -> (log category group, metric category) its diagnostic setting must send (None: none expected)
+DIAGNOSTICS = {
+    "Microsoft.Web/sites": ("allLogs", "AllMetrics"),
+    "Microsoft.Storage/storageAccounts": (None, "Transaction"),  # the account has metrics only
+    "Microsoft.Storage/storageAccounts/blobServices": ("storageLogCategoryGroup", "Transaction"),
+    "Microsoft.Storage/storageAccounts/queueServices": ("storageLogCategoryGroup", "Transaction"),
+    "Microsoft.Storage/storageAccounts/tableServices": ("storageLogCategoryGroup", "Transaction"),
+    "Microsoft.KeyVault/vaults": ("audit", "AllMetrics"),
+}
+
+
+@pytest.mark.parametrize("scope_type", list(DIAGNOSTICS), ids=lambda t: t.rsplit("/", 1)[-1])
+def test_resource_sends_its_logs_and_metrics_to_the_workspace(scope_type):
+    tree = parse(MAIN)
+    workspace_symbol, _ = one(tree, "Microsoft.OperationalInsights/workspaces")
+    scope_symbol, _ = one(tree, scope_type)
+    settings = [body(r) for r in resources(tree, "Microsoft.Insights/diagnosticSettings").values()
+                if body(r)["scope"] == scope_symbol]
+    assert len(settings) == 1, f"expected one diagnostic setting on {scope_symbol}"
+    props = settings[0]["properties"]
+    assert render(props["workspaceId"]) == f"{workspace_symbol}.id"
+    category_group, metric = DIAGNOSTICS[scope_type]
+    if category_group is None:
+        assert "logs" not in props
+    else:
+        assert props["logs"] == [{"categoryGroup": category_group, "enabled": True}]
+    assert props["metrics"] == [{"category": metric, "enabled": True}]
+
+
+def test_storage_log_category_group_is_audit_unless_chosen():
+    param = parse(MAIN)["parameters"]["storageLogCategoryGroup"]
+    assert param["default"] == "audit" and decorator(param, "allowed") == ["audit", "allLogs"]
+
+
+def test_every_diagnostic_setting_targets_a_known_resource():
+    tree = parse(MAIN)
+    known = {one(tree, scope_type)[0] for scope_type in DIAGNOSTICS}
+    scopes = [body(r)["scope"] for r in resources(tree, "Microsoft.Insights/diagnosticSettings").values()]
+    assert sorted(scopes) == sorted(known)
+
+
+PRIVATE_LINK_TYPES = (
+    "Microsoft.Network/privateDnsZones", "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
+    "Microsoft.Network/privateEndpoints", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups",
+)
+
+
+def _private_link_loops(tree: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """type -> (symbol, resource) of the four private-link resources, each a loop over privateEndpointsToDeploy."""
+    found = {}
+    for type_ in PRIVATE_LINK_TYPES:
+        symbol, resource = one(tree, type_)
+        assert resource["config"]["loop_type"]["detail"]["array_name"] == "privateEndpointsToDeploy", symbol
+        found[type_] = (symbol, resource)
+    return found
+
+
+def test_private_endpoints_are_off_by_default_and_then_nothing_of_them_is_deployed():
+    tree = parse(MAIN)
+    param = tree["parameters"]["usePrivateEndpoints"]
+    assert param["type"] == "bool" and param["default"] is False
+    values = json.loads(PARAMETERS.read_text())["parameters"]
+    assert values["usePrivateEndpoints"]["value"] == "${USE_PRIVATE_ENDPOINTS=false}"
+    _private_link_loops(tree)
+    assert evaluate("privateEndpointsToDeploy", tree) == []
+
+
+def test_private_endpoints_on_cover_blob_queue_table_and_vault_and_switch_public_access_off():
+    tree = parse(MAIN)
+    storage_symbol, storage = one(tree, "Microsoft.Storage/storageAccounts")
+    vault_symbol, vault = one(tree, "Microsoft.KeyVault/vaults")
+    vnet_symbol, _ = one(tree, "Microsoft.Network/virtualNetworks")
+    targets = evaluate("privateEndpointsToDeploy", tree, usePrivateEndpoints=True)
+    by_group = {t["groupId"]: t for t in targets}
+    assert sorted(by_group) == ["blob", "queue", "table", "vault"] and len(targets) == 4
+    for group in ("blob", "queue", "table"):
+        assert by_group[group]["resourceId"] == f"{storage_symbol}.id"
+        assert by_group[group]["zone"] == f"privatelink.{group}.${{environment().suffixes.storage}}"
+    assert by_group["vault"]["resourceId"] == f"{vault_symbol}.id"
+    assert by_group["vault"]["zone"] == "privatelink${keyVaultDnsSuffix}"  # privatelink.vaultcore.azure.net
+    assert render(tree["variables"]["keyVaultDnsSuffix"]["value"]) == \
+        "replace(environment().suffixes.keyvaultDns, .vault., .vaultcore.)"
+
+    loops = _private_link_loops(tree)
+    zones_symbol, zones = loops["Microsoft.Network/privateDnsZones"]
+    endpoints_symbol, endpoints = loops["Microsoft.Network/privateEndpoints"]
+    item = endpoints["config"]["loop_type"]["detail"]["item_name"]
+    endpoint = body(endpoints)["properties"]
+    assert endpoint["subnet"]["id"] == "privateEndpointSubnetId"
+    (connection,) = endpoint["privateLinkServiceConnections"]
+    assert render(connection["properties"]["privateLinkServiceId"]) == f"{item}.resourceId"
+    assert [render(g) for g in connection["properties"]["groupIds"]] == [f"{item}.groupId"]
+    assert render(body(zones)["name"]) == f"{zones['config']['loop_type']['detail']['item_name']}.zone"
+    assert body(zones)["location"] == "global"
+
+    _, links = loops["Microsoft.Network/privateDnsZones/virtualNetworkLinks"]
+    index = links["config"]["loop_type"]["detail"]["index_name"]
+    assert render(body(links)["parent"]) == f"index_accessor({zones_symbol}, {index})"
+    assert render(body(links)["properties"]["virtualNetwork"]["id"]) == f"{vnet_symbol}.id"
+    assert body(links)["properties"]["registrationEnabled"] is False
+
+    groups_symbol, groups = loops["Microsoft.Network/privateEndpoints/privateDnsZoneGroups"]
+    index = groups["config"]["loop_type"]["detail"]["index_name"]
+    assert render(body(groups)["parent"]) == f"index_accessor({endpoints_symbol}, {index})"
+    (zone_config,) = body(groups)["properties"]["privateDnsZoneConfigs"]
+    assert render(zone_config["properties"]["privateDnsZoneId"]) == f"index_accessor({zones_symbol}, {index}).id"
+
+    _, vnet = one(tree, "Microsoft.Network/virtualNetworks")
+    subnets = {evaluate(s["name"], tree): s["properties"] for s in body(vnet)["properties"]["subnets"]}
+    assert subnets[evaluate("privateEndpointSubnetName", tree)]["addressPrefix"] == "privateEndpointSubnetAddressPrefix"
+    assert tree["variables"]["privateEndpointSubnetId"]["value"] == f"${{{vnet_symbol}.id}}/subnets/${{privateEndpointSubnetName}}"
+
+    for resource in (storage, vault):
+        access = body(resource)["properties"]["publicNetworkAccess"]
+        assert evaluate(access, tree, usePrivateEndpoints=True) == "Disabled"
+        assert evaluate(access, tree, usePrivateEndpoints=False) == "Enabled"
+    site = body(one(tree, "Microsoft.Web/sites")[1])
+    assert groups_symbol in site["dependsOn"]  # the app starts once the names resolve to the endpoints
