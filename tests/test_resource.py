@@ -560,7 +560,8 @@ async def test_an_unknown_workspace_is_a_checker_error(azure_monitor, ctx):
 # ------------------------------------------------------------------------ application metrics (Azurite)
 
 
-async def test_queue_depth_against_azurite_crosses_the_thresholds(store, storage):
+async def test_queue_depth_against_azurite_crosses_the_thresholds(store, storage, env):
+    env(APP_METRICS_QUEUES="chunks")
     mid = await add(store, {"type": "queue_depth", "queue": "chunks", "warn": 3, "alert": 6}, name="chunk backlog")
     missing = await run(store, mid)
     assert missing["status"] == "ERROR"
@@ -584,7 +585,8 @@ async def test_queue_depth_against_azurite_crosses_the_thresholds(store, storage
                                                   "RESOURCE_ALERT", "RESOURCE_RECOVERED"]
 
 
-async def test_table_count_against_azurite_with_a_filter(store, storage):
+async def test_table_count_against_azurite_with_a_filter(store, storage, env):
+    env(APP_METRICS_TABLES="chunks,chunkz")  # chunkz: listed by mistake, so the check finds no such table
     async with TableServiceClient.from_connection_string(storage) as tables:
         table = await tables.create_table("chunks")
         for i in range(12):
@@ -613,7 +615,9 @@ async def test_table_count_against_azurite_with_a_filter(store, storage):
         assert "chunkz" not in [t.name async for t in tables.list_tables()]  # a typo creates nothing
 
 
-async def test_the_timer_checks_every_kind_of_source_in_one_batch(store, storage, settings, azure_monitor):
+async def test_the_timer_checks_every_kind_of_source_in_one_batch(store, storage, env, azure_monitor):
+    env(APP_METRICS_QUEUES="chunks")
+    settings = get_settings()
     azure_monitor.add_metric(VM, VM_NS, "Percentage CPU", [10])
     async with QueueClient.from_connection_string(storage, "chunks") as queue:
         await queue.create_queue()
@@ -632,7 +636,8 @@ async def test_the_timer_checks_every_kind_of_source_in_one_batch(store, storage
 # ----------------------------------------------------------------------------------------- GET /metrics
 
 
-async def test_metrics_endpoint_serves_stored_results_and_is_valid_when_empty(store, settings, monkeypatch):
+async def test_metrics_endpoint_serves_stored_results_and_is_valid_when_empty(store, env, monkeypatch):
+    env(APP_METRICS_QUEUES="chunks")
     assert await call("metrics", "GET", "v1/metrics") == (200, {
         "metrics": {}, "statuses": {"overall": "UNKNOWN"}, "overall": "UNKNOWN", "last_updated": None,
         "monitors": []})

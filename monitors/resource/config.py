@@ -4,15 +4,77 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from monitors.base import MonitorBase
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 _GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _RESOURCE_ID = re.compile(r"^/subscriptions/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
                           r"/resourceGroups/[^/]+/providers/([^/]+)/(.+)$", re.I)
+
+
+# ------------------------------------------------------------------------- application metrics: what may be read
+
+AppMetric = Literal["table", "queue"]
+SETTING: dict[AppMetric, str] = {"table": "APP_METRICS_TABLES", "queue": "APP_METRICS_QUEUES"}
+
+
+@lru_cache(maxsize=2)
+def own_names(what: AppMetric) -> frozenset[str]:
+    """The app's own tables (lower case: table names are case-insensitive) or queues, with the -poison queues the
+    Functions host makes. Never readable through a monitor: definitions hold (masked) secrets, and a filter such as
+    `spec ge '…'` would tell them one character at a time."""
+    from shared.storage import EVENTS_QUEUE, POISON_QUEUE, TABLES
+
+    if what == "table":
+        return frozenset(name.lower() for name in TABLES)
+    queues = (EVENTS_QUEUE, POISON_QUEUE)
+    return frozenset(queues) | {f"{name}-poison" for name in queues}
+
+
+def listed(setting: str | None) -> frozenset[str]:
+    """The names of an APP_METRICS_* setting (comma-separated; lower case)."""
+    return frozenset(part.strip().lower() for part in (setting or "").replace(";", ",").split(",") if part.strip())
+
+
+def allowed_by(settings: Settings, what: AppMetric) -> frozenset[str]:
+    """What the settings let `what` sources read (before the app's own names are taken out)."""
+    return listed(settings.app_metrics_tables if what == "table" else settings.app_metrics_queues)
+
+
+def refusal(what: AppMetric, name: str, allowed: frozenset[str] | None) -> str | None:
+    """Why a source may not read table/queue `name`, or None when it may. `allowed`: the operator's list (None when
+    the settings are unknown: then only the app's own names are refused)."""
+    if name.lower() in own_names(what):
+        return (f"{what} {name!r} is one of the app's own {what}s: monitors can never read it (listing it in "
+                f"{SETTING[what]} does not change that)")
+    if allowed is not None and name.lower() not in allowed:
+        return (f"{what} {name!r} is not listed in {SETTING[what]}: add it to that setting (comma-separated names) "
+                "to let resource monitors read it")
+    return None
+
+
+def _check_allowed(what: AppMetric, name: str, info: ValidationInfo) -> str:
+    """The validator of `table` / `queue` when a definition is written (create, update). A stored definition keeps
+    loading whatever the lists say now; its check refuses it (sources.py)."""
+    if (info.context or {}).get("stored"):
+        return name
+    from shared.settings import SettingsError, get_settings
+
+    try:
+        allowed: frozenset[str] | None = allowed_by(get_settings(), what)
+    except SettingsError:  # parsed outside an app (a script, a unit test): the lists are unknown
+        allowed = None
+    problem = refusal(what, name, allowed)
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 # -------------------------------------------------------------------------------------------- config
@@ -132,14 +194,16 @@ class ResourceQueueDepthSource(ResourceLimits):
     """The approximate message count of a queue in the app's storage account (e.g. a work backlog)."""
 
     type: Literal["queue_depth"]
-    queue: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", description="Queue name.")
+    queue: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+                       description="Queue name; must be listed in APP_METRICS_QUEUES (the app's own queues are "
+                                   "never readable).")
 
     @field_validator("queue")
     @classmethod
-    def _queue(cls, value: str) -> str:
+    def _queue(cls, value: str, info: ValidationInfo) -> str:
         if "--" in value:
             raise ValueError("a queue name cannot hold two hyphens in a row")
-        return value
+        return _check_allowed("queue", value, info)
 
 
 class ResourceTableCountSource(ResourceLimits):
@@ -147,9 +211,16 @@ class ResourceTableCountSource(ResourceLimits):
     "active chunks": `status eq 'processing'`). Counting reads keys only, up to `max_count`."""
 
     type: Literal["table_count"]
-    table: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$", description="Table name.")
+    table: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+                       description="Table name; must be listed in APP_METRICS_TABLES (the app's own tables are "
+                                   "never readable).")
     filter: str | None = Field(None, max_length=2000, description="OData filter; empty = every entity.")
     max_count: int = Field(10000, ge=1, le=1_000_000, description="Counting stops here (the value is then ≥ it).")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str, info: ValidationInfo) -> str:
+        return _check_allowed("table", value, info)
 
     @model_validator(mode="after")
     def _cap(self) -> ResourceTableCountSource:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors.contract import CheckResult, Evaluation, Outcome
-from monitors.policy import error_policy
+from monitors.policy import REMINDER, error_policy
 from shared.events import Event, EventType
 from shared.text import duration
 
@@ -226,6 +226,7 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
                 event(EventType.RESOURCE_ALERT, "critical", message, reminder=True, since=state.get("since"))
             else:
                 event(EventType.RESOURCE_WARNING, "warning", message, reminder=True, since=state.get("since"))
+            events[-1].replaces = REMINDER
     if overall == "OK":
         state.pop("notified_at", None)
     if overall != before_status:

@@ -16,6 +16,7 @@ from typing import Any
 
 from monitors.contract import CheckContext, CheckResult
 from monitors.resource.config import (
+    AppMetric,
     Config,
     ResourceAzureLogSource,
     ResourceAzureMetricSource,
@@ -23,6 +24,8 @@ from monitors.resource.config import (
     ResourceLocalSource,
     ResourceQueueDepthSource,
     ResourceTableCountSource,
+    allowed_by,
+    refusal,
 )
 from monitors.resource.evaluate import OUTCOMES, encode_metrics, summary, worst
 from shared.errors import StorageError
@@ -174,7 +177,16 @@ async def _local(src: ResourceLocalSource) -> list[dict[str, Any]]:
 # -- application metrics (the app's storage account)
 
 
+def _refuse_unlisted(cycle: Cycle, what: AppMetric, name: str) -> None:
+    """Checked again before every read: a stored definition was allowed when written, perhaps no longer (or never,
+    for one from before the allow-lists)."""
+    problem = refusal(what, name, allowed_by(cycle.ctx.settings, what))
+    if problem:
+        raise CheckError(problem)
+
+
 async def _queue_depth(src: ResourceQueueDepthSource, cycle: Cycle) -> dict[str, Any]:
+    _refuse_unlisted(cycle, "queue", src.queue)
     try:
         count = await cycle.ctx.app_storage.queue_depth(src.queue)
     except LookupError as error:
@@ -185,6 +197,7 @@ async def _queue_depth(src: ResourceQueueDepthSource, cycle: Cycle) -> dict[str,
 
 
 async def _table_count(src: ResourceTableCountSource, cycle: Cycle) -> dict[str, Any]:
+    _refuse_unlisted(cycle, "table", src.table)
     try:
         count = await cycle.ctx.app_storage.count_entities(src.table, src.filter, src.max_count)
     except LookupError as error:
