@@ -153,7 +153,8 @@ def report_event(cfg: Config, report: dict[str, Any], digest: str, now: datetime
     details["rows"], details["omitted_rows"] = fit([public_row(r) for r in report["rows"]], details, REPORT_BUDGET)
     return Event(type=EventType.PARTS_REPORT, kind=KIND, monitor_id=cfg.id or "", monitor_name=cfg.name,
                  severity=severity, occurred_at=now, message=f"{title}: {summary}", details=details,
-                 confirm={"last_hash": digest})
+                 # on_change: the hash is recorded once people were told, so this report is not sent twice
+                 confirm={"last_hash": digest} if cfg.notify_condition == "on_change" else {}, replaces="report")
 
 
 def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:

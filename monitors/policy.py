@@ -33,6 +33,8 @@ from monitors.contract import (
 from shared.events import Event, EventType
 from shared.text import duration
 
+REMINDER = "reminder"  # Event.replaces of reminders: a newer one makes an undelivered older one moot
+
 
 class UpDown(StrEnum):
     """The statuses of an up/down monitor."""
@@ -144,6 +146,7 @@ def evaluate_updown(monitor: UpDownPolicy, kind: str, prev: dict[str, Any], resu
                 state["notified_at"] = _iso(now)
                 event(EventType.MONITOR_DOWN, "critical", f"{monitor.name} is still down: {result.error}",
                       error=result.error, since=state.get("down_since"), reminder=True)
+                events[-1].replaces = REMINDER  # a newer reminder makes a queued one moot
     state["status"] = status
     return Evaluation(state, status, events, ops)
 
@@ -162,6 +165,9 @@ class UpDownKind(Kind[U]):
 
     def evaluate(self, cfg: U, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
         return evaluate_updown(cfg, self.name, prev, result, now)
+
+    def timed_out(self, cfg: U, seconds: float) -> CheckResult:  # noqa: ARG002 - the contract's signature
+        return CheckResult("down", seconds * 1000, f"no answer within {seconds:g} s (the check's deadline)")
 
     def breaker_open(self, cfg: U, state: dict[str, Any] | None) -> bool:
         return breaker_open(cfg, state)

@@ -36,8 +36,9 @@ from pydantic import Field, model_validator
 
 from monitors.base import MonitorBase
 from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, warning
-from monitors.policy import error_policy
+from monitors.policy import REMINDER, error_policy
 from shared.events import Event, EventType
+from shared.secrets import scrub
 from shared.text import clip
 
 KIND = "stock"
@@ -151,7 +152,7 @@ async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, Che
         quantity, where = stock_of(product)
         if quantity is None:
             label = f"product {cfg.product_id}" + (f" ({name})" if name else "")
-            out[cfg.id or ""] = CheckResult("error", latency, whmcs.scrub(f"{label}: {where}", settings), data)
+            out[cfg.id or ""] = CheckResult("error", latency, scrub(f"{label}: {where}"), data)
             continue
         out[cfg.id or ""] = CheckResult("up", latency, None, {**data, "quantity": quantity, "stock_field": where})
     return out
@@ -334,6 +335,8 @@ def _breach_event(step: _Step, breach: str, limits: dict[str, Any], reminder: bo
     else:
         step.event(EventType.THRESHOLD_BREACH_HIGH, "warning", f"{name} stock is {still}high: {qty} (high "
                    f"threshold {cfg.threshold_high}).", quantity=qty, **limits, **extra)
+    if reminder:
+        step.events[-1].replaces = REMINDER
 
 class Stock(Kind[Config]):
     name = KIND

@@ -20,6 +20,11 @@ class EventType(StrEnum):
     # checker problems: go to the operator, never to a monitor's audience
     MONITOR_ERROR = "MONITOR_ERROR"
     MONITOR_ERROR_CLEARED = "MONITOR_ERROR_CLEARED"
+    # delivery problems, for the operator: an event not delivered in DELIVERY_MAX_AGE_HOURS (or that crashed the
+    # delivery function), a recipient the mail server refuses for good, a channel refusing everything
+    DELIVERY_FAILED = "DELIVERY_FAILED"
+    RECIPIENT_REFUSED = "RECIPIENT_REFUSED"
+    CHANNEL_FAILING = "CHANNEL_FAILING"
     # stock
     STOCK_INCREASED = "STOCK_INCREASED"
     STOCK_DECREASED = "STOCK_DECREASED"
@@ -50,16 +55,28 @@ class DeliveryStatus(StrEnum):
 
     NONE = "none"  # nobody is told (tick records)
     QUEUED = "queued"
-    RETRYING = "retrying"
+    PENDING = "pending"  # a try failed transiently; the next one is at `next_try_at`
+    RETRYING = "retrying"  # (rows written by earlier versions)
     SENT = "sent"
     PARTIAL = "partial"  # some recipients got it, others failed permanently
     FAILED = "failed"
     DISABLED = "disabled"  # GLOBAL_EMAIL_NOTIFICATIONS_ENABLED is false
     NO_RECIPIENTS = "no_recipients"
+    DROPPED = "dropped"  # its monitor was deleted before it went out
+    SUPERSEDED = "superseded"  # a newer event made it moot (a newer reminder or report, a confirmed report)
 
 # Who is told: the monitor's recipients ("audience") or the operator (ADMIN_EMAIL_RECIPIENTS); None = nobody.
-OPERATOR_TYPES = {EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED}
+OPERATOR_TYPES = {EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED, EventType.DELIVERY_FAILED,
+                  EventType.RECIPIENT_REFUSED, EventType.CHANNEL_FAILING}
+NOTICE_TYPES = {EventType.DELIVERY_FAILED, EventType.RECIPIENT_REFUSED, EventType.CHANNEL_FAILING}
 SILENT_TYPES = {EventType.MONITOR_STARTED, EventType.MONITOR_COMPLETED}
+
+
+def audience_of(event_type: str) -> Literal["monitor", "operator", "none"]:
+    """Who hears about an event type: the monitor's recipients, the operator, or nobody."""
+    if event_type in SILENT_TYPES:
+        return "none"
+    return "operator" if event_type in OPERATOR_TYPES else "monitor"
 
 
 def utcnow() -> datetime:
@@ -78,9 +95,9 @@ class Event(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     confirm: dict[str, str] = Field(default_factory=dict, description="State fields the delivery path records once "
                                     "a recipient accepted this event's message (e.g. a report's hash).")
+    replaces: str | None = Field(None, description="A newer event of the same monitor with the same key makes this "
+                                 "one moot if it has not gone out yet (reminders, reports).")
 
     @property
     def audience(self) -> Literal["monitor", "operator", "none"]:
-        if self.type in SILENT_TYPES:
-            return "none"
-        return "operator" if self.type in OPERATOR_TYPES else "monitor"
+        return audience_of(self.type)

@@ -7,12 +7,14 @@ Use as a pytest plugin (`pytest_plugins = ["tests.smtp_server"]`) for the `smtp`
     smtp.messages            # what it accepted: Received(mail_from, rcpt_tos, message, tls, authenticated, login)
     smtp.reject("a@x.org")   # answer RCPT for that address with 550
     smtp.tempfail(2)         # answer the next 2 RCPTs with 451
+    smtp.hold_data = 30      # take a message, then wait that long before answering 250 (a client can die meanwhile)
     smtp.stop(); smtp.start()  # down (connection refused) and back up on the same port
     smtp.implicit_tls = True; smtp.restart()   # SMTP_SECURITY=tls instead (TLS from the first byte)
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -77,6 +79,9 @@ class _Handler:
                                                 tls=session.ssl is not None or _implicit_tls(server),
                                                 authenticated=bool(session.authenticated),
                                                 login=login))
+            hold = self.owner.hold_data
+        if hold:
+            await asyncio.sleep(hold)
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -94,6 +99,7 @@ class SmtpServer:
         self.auth_attempts: list[tuple[str, bool]] = []
         self.rejected: set[str] = set()
         self.tempfails = 0
+        self.hold_data = 0.0
         self._controller: Controller | None = None
 
     # -- control ---------------------------------------------------------------------------------------------

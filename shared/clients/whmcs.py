@@ -16,21 +16,10 @@ import aiohttp
 from shared.outbound.body import read_capped
 from shared.outbound.errors import OutboundError, PermanentError, TransientError, describe, is_transient
 from shared.outbound.retry import WHMCS
+from shared.secrets import scrub
 from shared.text import clip
 
 MAX_REPLY_BYTES = 32 * 1024 * 1024
-
-
-def secrets(settings: Any) -> list[str]:
-    values = [s.get_secret_value() for s in (settings.whmcs_secret, settings.whmcs_access_key) if s is not None]
-    return sorted((v for v in values if v), key=len, reverse=True)
-
-
-def scrub(text: str, settings: Any) -> str:
-    """The text with the WHMCS secret and access key blanked (in case a server or library echoes them)."""
-    for secret in secrets(settings):
-        text = text.replace(secret, "***")
-    return text
 
 
 def as_int(value: Any) -> int | None:
@@ -140,7 +129,7 @@ async def get_products(http: aiohttp.ClientSession, settings: Any, pids: list[in
                 try:
                     return await _request(http, settings, form), tries
                 except OutboundError as error:
-                    error.args = (scrub(str(error), settings),)  # before the retry log line sees it
+                    error.args = (scrub(str(error)),)  # before the retry log line sees it
                     raise
     except OutboundError as error:
         error.attempts = tries  # type: ignore[attr-defined]

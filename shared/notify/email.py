@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from functools import lru_cache
 
+from shared import secrets
 from shared.notify.channel import Notification, NotifyError, PermanentError, Scope, TransientError, message_id
 from shared.outbound.errors import os_reason, tls_reason
 from shared.settings import Settings
@@ -47,7 +48,7 @@ class EmailChannel:
         self.sender = str(settings.smtp_from)
         self.timeout = settings.smtp_timeout_seconds
         self.ca_file = settings.smtp_ca_file
-        self._secrets = self._secret_forms()
+        secrets.register(*self._secret_forms())  # AUTH PLAIN/LOGIN carry the password base64-encoded
 
     def __repr__(self) -> str:
         return f"EmailChannel({self.security}://{self.host}:{self.port}, user={self.username!r})"
@@ -137,10 +138,9 @@ class EmailChannel:
                  base64.b64encode(f"{user}\0{user}\0{self._password}".encode()).decode()}
         return sorted((f for f in forms if len(f) >= 3), key=len, reverse=True)
 
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+    @staticmethod
+    def scrub(text: str) -> str:
+        return secrets.scrub(text)
 
     def classify(self, error: BaseException, stage: str) -> NotifyError:
         """smtplib's and the socket layer's exceptions → PermanentError / TransientError, password-free."""

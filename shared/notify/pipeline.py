@@ -1,21 +1,25 @@
-"""The delivery pipeline: queue message → recipients → one message each, at most once per recipient.
+"""The delivery pipeline: queue message → recipients → one message each.
 
 The queue triggers (shared/triggers/mail.py) are thin adapters around `deliver` and `handle_poison`.
 
-Delivery guarantees
-- At most one message per (event, recipient) from completed sends, however often the host redelivers the queue
-  message: every send is guarded by an idempotency record in the `deliveries` table (`Store.claim_delivery` /
-  `finish_delivery`).
-- Transient failures (server down, timeouts, 4xx) are retried a few times inside the invocation; if they persist
-  the claim is released and the invocation raises, so the host redelivers the message (host.json: maxDequeueCount
-  5, visibilityTimeout 30 s). Recipients already served are skipped on redelivery.
-- Permanent failures (5xx for a mailbox, credentials refused) are recorded and never retried, so a wrong password
-  cannot make the host retry forever.
-- After maxDequeueCount failed attempts the host moves the message to `monitor-events-poison`; `handle_poison`
-  (shared/notify/poison.py) then tells the operator once, marks the event failed and closes the audience's
-  delivery records, so a stray redelivery of the original message cannot reach them later.
-- Once a recipient accepted an event's message, the state fields the event asks to confirm (`Event.confirm`, e.g.
-  a report's hash) are recorded in the monitor's state.
+Guarantees (docs/DELIVERY.md says them for users):
+- Each (event, recipient) is sent at most once by completed sends, however often a message is redelivered: every
+  send is guarded by an idempotency record in the `deliveries` table (`claim_delivery` / `finish_delivery`). A
+  process killed in the middle of an SMTP transaction may make the next try send a second copy — with the same
+  Message-ID, so mail clients fold them.
+- Transient failures (server down, timeouts, 4xx) are tried again a few times in the invocation, then the message
+  is put back on the queue with a growing delay (30 s, 1 min, 2 min, … up to DELIVERY_RETRY_MAX_SECONDS) until
+  the event is DELIVERY_MAX_AGE_HOURS old: meanwhile the event shows `pending`, its next try and the last error.
+  Only then is it `failed`, and the operator is told (DELIVERY_FAILED).
+- The events of one monitor go out in the order they happened: an event waits while an older one of its monitor
+  is still queued or pending.
+- Permanent failures (a 5xx for a mailbox, credentials refused) are recorded and never retried; the operator is
+  told: which monitor, which address, the server's words (RECIPIENT_REFUSED), and for channel-wide ones at most
+  once an hour (CHANNEL_FAILING). An alert none of whose recipients took it reaches the operator.
+- An event that became moot before it went out is not sent (`superseded`): a newer reminder or report of the same
+  monitor, or a report whose hash was confirmed meanwhile. Events of a deleted monitor are dropped.
+- Once a recipient accepted an event's message, the state fields the event asks to confirm (`Event.confirm`) are
+  recorded in the monitor's state.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from shared.events import DeliveryStatus, Event
+from shared.events import DeliveryStatus, Event, audience_of
+from shared.notify import operator
 from shared.notify.channel import Channel, Notification, NotifyError, PermanentError, TransientError
-from shared.notify.render import MAX_DEQUEUE_COUNT, render_event
+from shared.notify.render import render_event
 from shared.outbound.errors import is_transient
 from shared.outbound.retry import SMTP
 from shared.settings import Settings
@@ -42,18 +48,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shared.mailer")
 
+FIRST_RETRY_SECONDS = 30
+BUSY_RETRY_SECONDS = 10  # another invocation holds a recipient's claim
+WAIT_FOR_OLDER_SECONDS = 5  # an older event of the monitor is still on its way
+STUCK_QUEUED = timedelta(minutes=15)  # a "queued" older event this old is not waited for (its message is gone)
+
 
 class DeliveryDeferred(TransientError):
-    """Raised to make the host redeliver the message later (some recipients are still due)."""
+    """Raised to make the host redeliver the message (putting it back on the queue failed)."""
+
+
+@dataclass
+class QueueMessage:
+    """What the events queue carries: the event, and for a message put back after a failed try, which try comes
+    next and when the first one was made."""
+
+    event: Event
+    attempt: int = 1
+    first_try_at: datetime | None = None
+
+    @classmethod
+    def parse(cls, body: str) -> QueueMessage:
+        """ValueError when the body is not an event message."""
+        try:
+            data = json.loads(body)
+            event = Event.model_validate(data["event"])
+            attempt = int(data.get("attempt") or 1)
+            first = datetime.fromisoformat(data["first_try_at"]) if data.get("first_try_at") else None
+        except (ValueError, TypeError, KeyError, AttributeError, ValidationError) as error:
+            raise ValueError(f"not an event message: {type(error).__name__}") from None
+        return cls(event, max(1, attempt), first)
+
+    def next(self, now: datetime) -> dict[str, Any]:
+        return {"event": self.event.model_dump(mode="json"), "attempt": self.attempt + 1,
+                "first_try_at": (self.first_try_at or now).isoformat()}
 
 
 def parse(body: str) -> Event:
-    """The queue message `{"event": {...}}` (shared/engine.py `publish`) → Event; ValueError when unusable."""
-    try:
-        data = json.loads(body)
-        return Event.model_validate(data["event"])
-    except (ValueError, TypeError, KeyError, ValidationError) as error:
-        raise ValueError(f"not an event message: {type(error).__name__}") from None
+    """The event of a queue message (ValueError when unusable)."""
+    return QueueMessage.parse(body).event
 
 
 def dedupe(addresses: Iterable[Any]) -> list[str]:
@@ -67,30 +100,36 @@ def dedupe(addresses: Iterable[Any]) -> list[str]:
     return out
 
 
-async def recipients_for(event: Event, settings: Settings, store: Store) -> list[str]:
-    """Audience "monitor" → the monitor's `recipients`, or DEFAULT_EMAIL_RECIPIENTS when it has none or is gone
-    (an alert rule's event: the rule's recipients in its details, or the default); "operator" →
-    ADMIN_EMAIL_RECIPIENTS; "none" → nobody."""
+async def recipients_for(event: Event, settings: Settings, store: Store) -> list[str] | None:
+    """Audience "monitor" → the monitor's `recipients`, or DEFAULT_EMAIL_RECIPIENTS when it has none (an alert
+    rule's event: the rule's recipients in its details, or the default); None when the monitor was deleted.
+    "operator" → ADMIN_EMAIL_RECIPIENTS; "none" → nobody."""
     audience = event.audience
     if audience == "none":
         return []
     if audience == "operator":
         return dedupe(settings.admin_recipients)
-    own: list[Any] = []
     if event.kind == "alert_rule":  # shared/rules: the rule's recipients travel with its events
         return dedupe(event.details.get("recipients") or settings.default_recipients)
     entity = await store.get_monitor(event.monitor_id) if event.monitor_id else None
-    if entity is not None:
-        try:
-            own = json.loads(entity.get("spec") or "{}").get("recipients") or []
-        except (ValueError, AttributeError):
-            log.warning("monitor %s has an unreadable spec; using DEFAULT_EMAIL_RECIPIENTS", event.monitor_id)
+    if entity is None:
+        return None
+    try:
+        own = json.loads(entity.get("spec") or "{}").get("recipients") or []
+    except (ValueError, AttributeError):
+        log.warning("monitor %s has an unreadable spec; using DEFAULT_EMAIL_RECIPIENTS", event.monitor_id)
+        own = []
     return dedupe(own or settings.default_recipients)
 
 
 def lease_seconds(settings: Settings) -> int:
     """How long a claim protects a send in progress: every try may wait a full SMTP timeout, plus the waits."""
     return int(SMTP.attempts * settings.smtp_timeout_seconds + SMTP.attempts * (SMTP.wait_max + SMTP.jitter)) + 30
+
+
+def retry_delay(settings: Settings, attempt: int) -> int:
+    """Seconds before try `attempt + 1`: 30 s, 1 min, 2 min, … capped at DELIVERY_RETRY_MAX_SECONDS."""
+    return int(min(FIRST_RETRY_SECONDS * 2 ** max(0, attempt - 1), settings.delivery_retry_max_seconds))
 
 
 async def send_with_retry(channel: Channel, note: Notification) -> None:
@@ -106,6 +145,7 @@ class _Tally:
     failed: dict[str, str] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)  # finished by an earlier invocation
     retry: dict[str, str] = field(default_factory=dict)
+    busy: list[str] = field(default_factory=list)  # another invocation is sending to them
     channel_failure: NotifyError | None = None
 
 
@@ -115,76 +155,169 @@ async def statuses(store: Store, event_id: str, prefix: str, recipients: list[st
     return {rcpt: rows[f"{prefix}{rcpt}"] for rcpt in recipients if f"{prefix}{rcpt}" in rows}
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 async def deliver(body: str, dequeue_count: int, settings: Settings, store: Store,
                   channel: Channel | None = None) -> str:
-    """Deliver one queued event. Returns a short status; raises DeliveryDeferred to have the host redeliver."""
+    """Deliver one queued event; returns a short status. Raises only when the message could not be put back on the
+    queue (so the host redelivers it)."""
     try:
-        event = parse(body)
+        msg = QueueMessage.parse(body)
     except ValueError as error:
-        from shared.notify.poison import body_ref, give_up
+        from shared.notify.poison import unreadable
 
-        log.error("queue message %s is unusable (%s); telling the operator", body_ref(body), error)
-        await give_up(body, None, settings, store, reason=str(error), channel=channel)
+        await unreadable(body, str(error), store)
         return "invalid"
-
+    event, ev = msg.event, msg.event.model_dump(mode="json")
+    if dequeue_count > 1:
+        log.warning("event %s: message redelivered (dequeue %d): an earlier invocation did not finish", event.id,
+                    dequeue_count)
     if not settings.email_enabled:
-        await store.mark_event(event.model_dump(mode="json"), DeliveryStatus.DISABLED.value)
+        await store.mark_event(ev, DeliveryStatus.DISABLED.value)
         return "disabled"
     if event.audience == "none":
         return "none"
     recipients = await recipients_for(event, settings, store)
-    ev = event.model_dump(mode="json")
+    skipped = await _moot(store, event, recipients)
+    if skipped is not None:
+        log.info("event %s (%s, monitor %s) not sent: %s", event.id, event.type.value, event.monitor_id, skipped)
+        await store.mark_event(ev, skipped)
+        return skipped
+    assert recipients is not None
     if not recipients:
         log.warning("event %s (%s, monitor %s) has no recipients", event.id, event.type.value, event.monitor_id)
         await store.mark_event(ev, DeliveryStatus.NO_RECIPIENTS.value)
-        return "no_recipients"
+        return DeliveryStatus.NO_RECIPIENTS.value
+    wait = await _older_on_its_way(store, event, settings)
+    if wait is not None:
+        await _put_back(store, msg, wait, same_attempt=True)
+        return "waiting for an older event"
 
     channel = channel or email_channel(settings)
     tally = await _send_all(store, settings, channel, event, recipients)
     await _confirm(store, event, f"{channel.name}:", tally)
-    if tally.retry or isinstance(tally.channel_failure, TransientError):
-        pending = len(recipients) - len(tally.sent) - len(tally.failed) - len(tally.done)
-        reason = "; ".join(sorted(set(tally.retry.values()))) or str(tally.channel_failure)
-        await store.mark_event(ev, DeliveryStatus.RETRYING.value,
-                               f"attempt {dequeue_count} of {MAX_DEQUEUE_COUNT}: {reason}")
-        log.warning("event %s: %d of %d recipients still due after attempt %d of %d: %s", event.id, pending,
-                    len(recipients), dequeue_count, MAX_DEQUEUE_COUNT, reason)
-        raise DeliveryDeferred(f"event {event.id}: {pending} recipient(s) still due: {reason}", scope="channel")
+    await operator.report_refusals(store, event, channel.name, tally.failed, tally.channel_failure)
+    if tally.busy and not tally.retry:
+        await _put_back(store, msg, BUSY_RETRY_SECONDS, same_attempt=True)
+        return "waiting for another invocation"
+    if tally.retry:
+        return await _retry_later(store, settings, msg, recipients, tally)
+    return await _finish(store, settings, event, channel.name, recipients, tally)
 
+
+async def _moot(store: Store, event: Event, recipients: list[str] | None) -> str | None:
+    """Why an event need not go out any more (dropped / superseded), or None."""
+    if recipients is None:
+        return DeliveryStatus.DROPPED.value  # its monitor was deleted: never to the default recipients
+    ev = event.model_dump(mode="json")
+    if event.replaces and await store.newer_with_key(ev, event.replaces):
+        return DeliveryStatus.SUPERSEDED.value
+    if event.confirm:
+        row = await store.get_state(event.kind, event.monitor_id)
+        if row is not None and all(row.data.get(k) == v for k, v in event.confirm.items()):
+            return DeliveryStatus.SUPERSEDED.value  # people were told this very news (a report confirmed meanwhile)
+    return None
+
+
+async def _older_on_its_way(store: Store, event: Event, settings: Settings) -> int | None:
+    """Seconds to wait when an older event of the same monitor is still queued or pending (order is kept)."""
+    if not event.monitor_id:
+        return None
+    now = _now()
+    since = max(event.occurred_at - timedelta(hours=settings.delivery_max_age_hours), now - timedelta(days=60))
+    for row in await store.undelivered_before(event.model_dump(mode="json"), since):
+        if audience_of(str(row.get("type"))) != event.audience:
+            continue  # an operator notice and an audience alert have separate orders
+        if row.get("delivery") == DeliveryStatus.QUEUED.value:
+            stamp = row.get("Timestamp") or row.get("occurred_at")
+            if isinstance(stamp, datetime) and now - stamp > STUCK_QUEUED:
+                continue
+            return WAIT_FOR_OLDER_SECONDS
+        next_try = row.get("next_try_at")
+        if isinstance(next_try, datetime):
+            return max(WAIT_FOR_OLDER_SECONDS, int((next_try - now).total_seconds()) + WAIT_FOR_OLDER_SECONDS)
+        return WAIT_FOR_OLDER_SECONDS
+    return None
+
+
+async def _put_back(store: Store, msg: QueueMessage, delay: int, same_attempt: bool = False) -> None:
+    body = msg.next(_now())
+    if same_attempt:
+        body["attempt"] = msg.attempt
+    try:
+        await store.send_event_message(body, delay_seconds=max(1, delay))
+    except Exception as error:  # the host redelivers the original instead
+        raise DeliveryDeferred(f"event {msg.event.id}: could not be put back on the queue: {error}",
+                               scope="channel") from error
+
+
+async def _retry_later(store: Store, settings: Settings, msg: QueueMessage, recipients: list[str],
+                       tally: _Tally) -> str:
+    event, ev = msg.event, msg.event.model_dump(mode="json")
+    now = _now()
+    first = msg.first_try_at or now
+    reason = "; ".join(sorted(set(tally.retry.values()))) or str(tally.channel_failure)
+    pending = len(recipients) - len(tally.sent) - len(tally.failed) - len(tally.done)
+    if now - min(first, event.occurred_at) >= timedelta(hours=settings.delivery_max_age_hours):
+        log.error("event %s: %d of %d recipients still not reached after %.0f h; giving up: %s", event.id, pending,
+                  len(recipients), settings.delivery_max_age_hours, reason)
+        await store.mark_event(ev, DeliveryStatus.FAILED.value, f"not delivered within "
+                               f"{settings.delivery_max_age_hours:g} h ({msg.attempt} tries): {reason}")
+        await operator.delivery_failed(store, settings, event, [r for r in recipients if r in tally.retry], reason,
+                                       msg.attempt)
+        return DeliveryStatus.FAILED.value
+    delay = retry_delay(settings, msg.attempt)
+    await _put_back(store, msg, delay)
+    next_try = now + timedelta(seconds=delay)
+    await store.mark_event(ev, DeliveryStatus.PENDING.value, f"try {msg.attempt} failed: {reason}",
+                           next_try_at=next_try, attempts=msg.attempt)
+    log.warning("event %s: %d of %d recipients still due after try %d; next try at %s: %s", event.id, pending,
+                len(recipients), msg.attempt, next_try.isoformat(timespec="seconds"), reason)
+    return f"pending (try {msg.attempt + 1} in {delay} s)"
+
+
+async def _finish(store: Store, settings: Settings, event: Event, channel_name: str, recipients: list[str],
+                  tally: _Tally) -> str:
     sent, failed = list(tally.sent), dict(tally.failed)
     if tally.done:
-        earlier = await statuses(store, event.id, f"{channel.name}:", tally.done)
+        earlier = await statuses(store, event.id, f"{channel_name}:", tally.done)
         for rcpt in tally.done:
             row = earlier.get(rcpt) or {}
             if row.get("status") == "sent":
                 sent.append(rcpt)
             else:
                 failed[rcpt] = row.get("error") or "failed earlier"
-    status = "sent" if not failed else ("partial" if sent else "failed")
+    status = DeliveryStatus.SENT if not failed else (DeliveryStatus.PARTIAL if sent else DeliveryStatus.FAILED)
     errors = "; ".join(f"{rcpt}: {text}" for rcpt, text in failed.items()) or None
-    await store.mark_event(ev, status, errors)
+    await store.mark_event(event.model_dump(mode="json"), status.value, errors)
+    if status == DeliveryStatus.FAILED and event.audience == "monitor" and tally.failed \
+            and tally.channel_failure is None:  # a channel-wide refusal is told once an hour, not per alert
+        await operator.delivery_failed(store, settings, event, list(failed), "every recipient was refused", 1)
     log.info("event %s (%s, monitor %s): %s, %d/%d recipients", event.id, event.type.value, event.monitor_id,
-             status, len(sent), len(recipients))
-    return f"{status} ({len(sent)}/{len(recipients)} sent)"
+             status.value, len(sent), len(recipients))
+    return f"{status.value} ({len(sent)}/{len(recipients)} sent)"
 
 
 async def _send_all(store: Store, settings: Settings, channel: Channel, event: Event,
                     recipients: list[str]) -> _Tally:
     """One message per recipient, each guarded by its delivery record. A channel-wide transient failure stops the
-    round (the rest waits for the redelivery, unclaimed); a channel-wide permanent one fails the rest at once."""
+    round (the rest waits for the next try, unclaimed); a channel-wide permanent one fails the rest at once."""
     lease = lease_seconds(settings)
     rendered = render_event(event, settings)
     tally = _Tally()
     for rcpt in recipients:
         key = f"{channel.name}:{rcpt}"
         if isinstance(tally.channel_failure, TransientError):
-            break
+            tally.retry[rcpt] = str(tally.channel_failure)
+            continue
         claim = await store.claim_delivery(event.id, key, lease)
         if claim == Claim.DONE:
             tally.done.append(rcpt)
             continue
         if claim == Claim.BUSY:
-            tally.retry[rcpt] = "another invocation is sending it"
+            tally.busy.append(rcpt)
             continue
         if isinstance(tally.channel_failure, PermanentError):  # e.g. credentials refused: the same for everyone
             await store.finish_delivery(event.id, key, "failed", str(tally.channel_failure))
@@ -196,7 +329,7 @@ async def _send_all(store: Store, settings: Settings, channel: Channel, event: E
         except PermanentError as error:
             await store.finish_delivery(event.id, key, "failed", str(error))
             tally.failed[rcpt] = str(error)
-            log.error("event %s: e-mail to %s failed permanently: %s", event.id, rcpt, error)
+            log.error("event %s: %s to %s failed permanently: %s", event.id, channel.name, rcpt, error)
             if error.scope == "channel":
                 tally.channel_failure = error
         except TransientError as error:
@@ -210,6 +343,8 @@ async def _send_all(store: Store, settings: Settings, channel: Channel, event: E
         else:
             await store.finish_delivery(event.id, key, "sent")
             tally.sent.append(rcpt)
+    if tally.sent:
+        await operator.channel_works(store, channel.name)
     return tally
 
 

@@ -151,6 +151,8 @@ def _render_own(template: str, event: Event, settings: Settings) -> Rendered:
 
 
 def render_event(event: Event, settings: Settings) -> Rendered:
+    if event.type in NOTICE_LOOK:
+        return render_notice(event, settings)
     template = own_template(event)
     if template is not None:
         return _render_own(template, event, settings)
@@ -171,28 +173,29 @@ def render_event(event: Event, settings: Settings) -> Rendered:
     return Rendered(subject, _env.get_template("event.txt").render(ctx), _env.get_template("event.html").render(ctx))
 
 
-def render_poison(event: Event | None, settings: Settings, reason: str, ref: str,
-                  audience: list[str], last_error: str | None) -> Rendered:
-    if event is not None:
-        subject = _subject("DELIVERY FAILED", event.monitor_name, f"{event.type.value} event not delivered")
-        headline = f"Event {event.id} could not be delivered after {MAX_DEQUEUE_COUNT} attempts."
-        facts = [("Event", event.type.value), ("Event id", event.id), ("Monitor", event.monitor_name),
-                 ("Monitor id", event.monitor_id), ("Kind", event.kind), ("Severity", event.severity),
-                 ("Time", _utc(event.occurred_at)), ("Message", event.message or "")]
-        link = monitor_link(settings, event.monitor_id)
-    else:
-        subject = "[DELIVERY FAILED] unreadable notification message"
-        headline = f"Queue message {ref} could not be processed."
-        facts = []
-        link = None
-    if audience:
-        facts.append(("Not notified", ", ".join(audience)))
-    if last_error:
-        facts.append(("Last error", clip(last_error, 1000) or ""))
-    facts.append(("Reason", reason))
-    ctx = {"subject": subject, "banner": "Notification delivery failed", "color": "#cf222e",
-           "headline": headline, "facts": facts, "link": link, "footer": ADMIN_FOOTER,
-           "explanation": "The message was moved to the poison queue; it will not be retried. Check the SMTP "
-                          "settings and the SMTP server, and the function's logs.",
+NOTICE_LOOK = {
+    EventType.DELIVERY_FAILED: ("DELIVERY FAILED", "Notification delivery failed",
+                                "Check the SMTP settings, the SMTP server and the function's logs."),
+    EventType.RECIPIENT_REFUSED: ("RECIPIENT REFUSED", "A recipient was refused",
+                                  "The mail server refuses this address for good: correct or remove it."),
+    EventType.CHANNEL_FAILING: ("CHANNEL FAILING", "Notifications are refused",
+                                "The mail server refuses every message (credentials, sender, TLS?): nobody is "
+                                "being told anything until this is fixed. You hear about it at most once an hour."),
+}
+NOTICE_FACTS = (("event_type", "Event"), ("event_id", "Event id"), ("event_message", "Message"),
+                ("occurred_at", "Happened"), ("recipient", "Recipient"), ("not_notified", "Not notified"),
+                ("channel", "Channel"), ("server_said", "The server said"), ("last_error", "Last error"),
+                ("tries", "Tries"), ("since", "Since"), ("message_ref", "Queue message"), ("reason", "Reason"))
+
+
+def render_notice(event: Event, settings: Settings) -> Rendered:
+    """An operator notice about delivery (DELIVERY_FAILED, RECIPIENT_REFUSED, CHANNEL_FAILING)."""
+    tag, banner, explanation = NOTICE_LOOK[event.type]
+    subject = _subject(tag, event.monitor_name, event.message)
+    d = event.details
+    facts = [("Monitor", event.monitor_name)] if event.monitor_id else []
+    facts += [(label, _value(key, d[key])) for key, label in NOTICE_FACTS if d.get(key) not in (None, "")]
+    ctx = {"subject": subject, "banner": banner, "color": "#cf222e", "headline": event.message, "facts": facts,
+           "link": monitor_link(settings, event.monitor_id), "footer": ADMIN_FOOTER, "explanation": explanation,
            "width": max((len(label) for label, _ in facts), default=8) + 1}
     return Rendered(subject, _env.get_template("poison.txt").render(ctx), _env.get_template("poison.html").render(ctx))

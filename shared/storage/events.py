@@ -12,6 +12,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared.secrets import scrub, scrub_obj
 from shared.storage import keys
 from shared.storage.base import StoreBase, etag_of
 from shared.storage.limits import check_entity
@@ -56,14 +57,41 @@ class EventsTable(StoreBase):
         entity = {**self._event_keys(event), "event_id": event["id"], "type": event["type"], "kind": event["kind"],
                   "monitor_id": event["monitor_id"], "monitor_name": event["monitor_name"],
                   "severity": event["severity"], "occurred_at": _parse_dt(event["occurred_at"]),
-                  "message": clip(event.get("message"), 4000), "details": _details_json(event.get("details", {})),
-                  "delivery": delivery}
+                  "message": clip(scrub(event.get("message") or ""), 4000),
+                  "details": _details_json(scrub_obj(event.get("details", {}))),
+                  "delivery": delivery, "replaces": event.get("replaces") or ""}
         await client.upsert_entity(check_entity(entity), mode=UpdateMode.MERGE)
 
-    async def mark_event(self, event: dict[str, Any], delivery: str, error: str | None = None) -> None:
+    async def mark_event(self, event: dict[str, Any], delivery: str, error: str | None = None,
+                         **fields: Any) -> None:
+        """Record an event's delivery status (and e.g. `next_try_at`, `attempts` while it is pending)."""
         client = await self.table("events")
         await client.upsert_entity({**self._event_keys(event), "delivery": delivery,
-                                    "delivery_error": clip(error, 2000) or ""}, mode=UpdateMode.MERGE)
+                                    "delivery_error": clip(scrub(error or ""), 2000) or "", **fields},
+                                   mode=UpdateMode.MERGE)
+
+    async def undelivered_before(self, event: dict[str, Any], since: datetime) -> list[dict[str, Any]]:
+        """Events of the same monitor older than `event` (and newer than `since`) whose delivery is still open
+        (queued or pending), oldest first."""
+        at = _parse_dt(event["occurred_at"])
+        rows = await self.walk("events", keys.months_back(at, since),
+                               "RowKey gt @key and RowKey lt @floor and monitor_id eq @mid and "
+                               "(delivery eq 'queued' or delivery eq 'pending')",
+                               {"key": keys.event_row(at, event["id"]), "floor": keys.inverted(since),
+                                "mid": event["monitor_id"]},
+                               select=["RowKey", "event_id", "type", "occurred_at", "delivery", "next_try_at",
+                                       "Timestamp"])
+        return sorted(rows, key=lambda r: r["RowKey"], reverse=True)
+
+    async def newer_with_key(self, event: dict[str, Any], key: str) -> bool:
+        """Whether a newer event of the same monitor carries the same `replaces` key (this one is moot)."""
+        at = _parse_dt(event["occurred_at"])
+        now = datetime.now(UTC)
+        rows = await self.walk("events", keys.months_back(now, at),
+                               "RowKey lt @key and monitor_id eq @mid and replaces eq @rk",
+                               {"key": keys.event_row(at, event["id"]), "mid": event["monitor_id"], "rk": key},
+                               limit=1, select=["RowKey"])
+        return bool(rows)
 
     async def list_events(self, limit: int = 50, before: datetime | None = None, monitor_id: str | None = None,
                           type_: str | None = None, months: int = 4) -> list[dict[str, Any]]:
