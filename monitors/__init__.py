@@ -79,12 +79,20 @@ def _spec() -> TypeAdapter[Any]:
 
 def parse_spec(data: dict[str, Any]) -> MonitorBase:
     """Validate a full monitor definition (raises pydantic.ValidationError with field details)."""
-    return _spec().validate_python(data)
+    return _registered(_spec().validate_python(data))
 
 
 def from_entity(entity: dict[str, Any]) -> MonitorBase:
     """A stored definition back to its Config (stored specs were valid when written)."""
-    return kind_of(entity["kind"]).model.from_stored(entity["spec"])
+    return _registered(kind_of(entity["kind"]).model.from_stored(entity["spec"]))
+
+
+def _registered(cfg: MonitorBase) -> MonitorBase:
+    """Its secrets made known to shared.secrets, so nothing the monitor produces can show them."""
+    from shared.secrets import register
+
+    register(*kind_of(cfg.kind).secrets(cfg))
+    return cfg
 
 
 def to_entity_spec(config: MonitorBase) -> str:

@@ -32,9 +32,16 @@ class Settings(BaseSettings):
 
     # --- engine --------------------------------------------------------------------------------------------
     check_concurrency: int = Field(100, alias="CHECK_CONCURRENCY", ge=1, le=5000)
+    # A timer run starts no new check after this many seconds (host.json's functionTimeout is 10 minutes); what
+    # it did not reach is recorded as "not checked" and waits for its next slot.
+    tick_budget_seconds: int = Field(240, alias="TICK_BUDGET_SECONDS", ge=10, le=540)
     # Networks checks may reach although they are not public (loopback, private, link-local, …): comma-separated
     # CIDRs; empty = public addresses only (shared/outbound/guard.py).
     outbound_allow_cidrs: str | None = Field(None, alias="OUTBOUND_ALLOW_CIDRS")
+    # The tables and queues of the app's storage account that resource monitors may count (table_count,
+    # queue_depth): comma-separated names; empty = none. The app's own tables and queues are never allowed.
+    app_metrics_tables: str | None = Field(None, alias="APP_METRICS_TABLES")
+    app_metrics_queues: str | None = Field(None, alias="APP_METRICS_QUEUES")
     result_retention_days: int = Field(90, alias="RESULT_RETENTION_DAYS", ge=1, le=3650)
     rollup_retention_days: int = Field(400, alias="ROLLUP_RETENTION_DAYS", ge=1, le=3650)
 
@@ -51,6 +58,10 @@ class Settings(BaseSettings):
     admin_recipients: EmailList = Field(default_factory=list, alias="ADMIN_EMAIL_RECIPIENTS")
     default_recipients: EmailList = Field(default_factory=list, alias="DEFAULT_EMAIL_RECIPIENTS")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
+    # A delivery that keeps failing transiently is tried again with growing waits (up to this many seconds
+    # apart) until the event is this old; then it is failed and the operator is told.
+    delivery_max_age_hours: float = Field(24.0, alias="DELIVERY_MAX_AGE_HOURS", gt=0, le=168)
+    delivery_retry_max_seconds: int = Field(900, alias="DELIVERY_RETRY_MAX_SECONDS", ge=1, le=3600)
 
     # --- stock (WHMCS) -------------------------------------------------------------------------------------
     # All optional: the app starts without them; a stock monitor's check then ends in ERROR naming them.
@@ -118,6 +129,10 @@ class Settings(BaseSettings):
             raise ValueError("SMTP_HOST: required while GLOBAL_EMAIL_NOTIFICATIONS_ENABLED is true")
         if bool(self.smtp_username) != bool(self.smtp_password):
             raise ValueError("SMTP_USERNAME and SMTP_PASSWORD: set both or neither")
+        from shared import secrets
+
+        secrets.register_settings(self)  # every SecretStr value is scrubbed from results, events, mails and logs
+        secrets.install_log_scrubbing()
         return self
 
 

@@ -287,10 +287,50 @@ async def test_an_unreadable_definition_is_listed_as_documented(api, settings):
                       "state": {"status": "ERROR", "error": "stored definition is unreadable"}}]
 
 
+async def test_unreadable_too_large_and_refused_inputs_answer_as_documented(api, settings):
+    from shared.storage import Store
+
+    async with Store.open(settings) as store:
+        await store.insert_monitor({"RowKey": "a" * 32, "kind": "website", "name": "Old", "enabled": True,
+                                    "spec": "{", "created_at": datetime.now(UTC), "updated_at": datetime.now(UTC)})
+    one, m = "/api/v1/monitors/{monitor_id}", "/api/v1/monitors"
+    assert (await api("GET", one, 200, monitor_id="a" * 32))["state"]["status"] == "ERROR"
+    await api("PATCH", one, 409, {"name": "New"}, monitor_id="a" * 32)
+    await api("POST", one + "/run", 409, monitor_id="a" * 32)
+    for tail in ("/results", "/downtimes", "/uptime"):
+        await api("GET", one + tail, 200, monitor_id="a" * 32)
+    big = {"kind": "website", "name": "Big", "url": "https://big.example.com/", "method": "POST",
+           "body": "\U0001f600" * 16384}
+    assert (await api("POST", m, 413, big))["error"]["code"] == "too_large"
+    mid = (await api("POST", m, 201, {**big, "body": "small"}))["id"]
+    await api("PATCH", one, 413, {"body": big["body"]}, monitor_id=mid)
+    await api("DELETE", one, 204, monitor_id="a" * 32)
+    for params in ({"type": "NOPE"}, {"limit": " 5 "}, {"before": "0001-01-01T00:00:00Z"}, {"monitor_id": "x"}):
+        await api("GET", "/api/v1/events", 422, **params)
+    await api("GET", "/api/v1/timeseries", 422, metric="monitors_total", to="9999-12-31T23:59:59.999999Z")
+
+
+async def test_optional_query_parameters_may_be_empty_as_documented(api, site):
+    mid = (await api("POST", "/api/v1/monitors", 201, {"kind": "website", "name": "Shop", "url": site.url,
+                                                       "public": True}))["id"]
+    optional = [(path, method, p["name"]) for path, item in api.doc["paths"].items() for method in METHODS & set(item)
+                for p in item.get("parameters", []) + item[method].get("parameters", [])
+                if p["in"] == "query" and not p["required"]]
+    assert len(optional) > 15
+    for path, method, name in optional:
+        assert next(p for p in api.doc["paths"][path][method]["parameters"] if p["name"] == name)["allowEmptyValue"]
+        route = {k: {"monitor_id": mid, "badge": "uptime.svg"}[k] for k in re.findall(r"{([^}]+)}", path)}
+        extra = {"metric": "monitors_total"} if path == "/api/v1/timeseries" else {}
+        await api(method.upper(), path, 200, **route, **extra, **{name: ""})  # empty: the same as left out
+    events = next(p for p in api.doc["paths"]["/api/v1/events"]["get"]["parameters"] if p["name"] == "type")
+    assert "MONITOR_DOWN" in events["schema"]["enum"]
+
+
 async def test_every_route_answers_as_documented(api, site):
     m, one, runs = "/api/v1/monitors", "/api/v1/monitors/{monitor_id}", "/api/v1/kinds/{kind}/{action}"
     web = await api("POST", m, 201, {"kind": "website", "name": "Shop", "url": site.url, "attempts": 1,
-                                     "failure_threshold": 1, "headers": {"Authorization": "secret"}})
+                                     "failure_threshold": 1, "headers": {"Authorization": "Bearer 0penapi-7f3a9c"},
+                                     "public": True})
     other = await api("POST", m, 201, {"kind": "website", "name": "Other", "url": site.url_for("/other")})
     await api("POST", m, 409, {"kind": "website", "name": "Again", "url": site.url})
     server = await api("POST", m, 201, {"kind": "resource", "name": "Server", "source": {
@@ -365,7 +405,8 @@ async def test_every_route_answers_as_documented(api, site):
     assert (await api("GET", "/api/status-page", 200)).startswith("<!DOCTYPE html>")
     badge = "/api/badge/{monitor_id}/{badge}"
     for expect, params in ((200, {"badge": "status.svg"}), (200, {"badge": "uptime.svg", "window": "7d"}),
-                           (422, {"badge": "uptime.svg", "window": "1y"}), (404, {"badge": "other.svg"})):
+                           (422, {"badge": "uptime.svg", "window": "1y"}), (404, {"badge": "other.svg"}),
+                           (422, {"badge": "status.svg", "window": "1y"})):  # a window given is checked
         assert (await api("GET", badge, expect, monitor_id=web["id"], **params)).startswith("<svg")
 
     assert (await api("PATCH", one, 200, {"name": "Shop front"}, monitor_id=web["id"]))["name"] == "Shop front"

@@ -28,7 +28,9 @@ class OutboundError(Exception):
     transient = False
 
     def __init__(self, message: str, scope: Scope = "recipient", code: int | None = None) -> None:
-        super().__init__(message)
+        from shared.secrets import scrub
+
+        super().__init__(scrub(message))
         self.scope: Scope = scope
         self.code = code
 
