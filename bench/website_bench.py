@@ -10,8 +10,9 @@ storage, then measures
   * bare   - one aiohttp ClientSession + semaphore, GET each of the N URLs once (before every tick, and after);
   * cold   - the first `run_kind(..., trigger="manual")`: first results, every state row created;
   * steady - `--ticks` more manual ticks: every monitor checked, UP -> UP; only results should be written.
-A tick is split into its check phase (`shared.engine.run.check_all`, timed by wrapping it for the run; the engine
-code is not changed) and the rest (loading monitors/states, settling, writing results, recording the tick).
+A tick is split into its check phase (`shared.engine.run.process`: the checks, each settled as it finishes - state
+commits when something changed, result rows in batches - timed by wrapping it for the run; the engine code is not
+changed), what comes before (loading monitors/states, parsing) and after (recording the tick).
 
 The loopback "farm" the monitors point at runs in separate processes (aiohttp.web, SO_REUSEPORT): every request
 sleeps --delay-ms and answers 200 with a small body. Client CPU is `time.process_time()` of this process only.
@@ -307,30 +308,30 @@ async def bare_fetch(urls: list[str], concurrency: int, meter: Meter, n: int, la
 
 
 class CheckPhaseProbe:
-    """Wraps shared.engine.run.check_all for the duration of a tick (module attribute; engine code unchanged)."""
+    """Wraps shared.engine.run.process for the duration of a tick (module attribute; engine code unchanged)."""
 
     def __init__(self, meter: Meter) -> None:
         import shared.engine.run as engine
 
         self.engine = engine
         self.meter = meter
-        self.original = engine.check_all
+        self.original = engine.process
         self.spans: list[tuple[tuple, tuple, int]] = []
 
-    async def _wrapped(self, kind: Any, items: list, ctx: Any) -> list:
+    async def _wrapped(self, *args: Any, **kwargs: Any) -> None:
         before = self.meter.snap()
         try:
-            return await self.original(kind, items, ctx)
+            await self.original(*args, **kwargs)
         finally:
-            self.spans.append((before, self.meter.snap(), len(items)))
+            self.spans.append((before, self.meter.snap(), len(args[3])))
 
     def __enter__(self) -> CheckPhaseProbe:
         self.spans.clear()
-        self.engine.check_all = self._wrapped
+        self.engine.process = self._wrapped
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.engine.check_all = self.original
+        self.engine.process = self.original
 
 
 async def engine_tick(store: Any, settings: Any, meter: Meter, n: int, label: str,
@@ -356,7 +357,7 @@ async def engine_tick(store: Any, settings: Any, meter: Meter, n: int, label: st
     c0, c1, _ = probe.spans[0]
     check = meter.sample(c0, c1, n, f"{label} check phase", checks)
     pre = meter.sample(before, c0, n, f"{label} load (pre)", checks)
-    post = meter.sample(c1, after, n, f"{label} settle+write", checks)
+    post = meter.sample(c1, after, n, f"{label} record", checks)
     return whole, check, pre, post, summary
 
 
@@ -500,7 +501,7 @@ async def bench_one(n: int, args: argparse.Namespace, conn: str, farm_url: str, 
         steady = ticks[1:]
         if steady:
             for i, name in enumerate(("steady tick", "steady check phase", "steady load (pre)",
-                                      "steady settle+write")):
+                                      "steady record")):
                 merged = merge([tk[i] for tk in steady], n, name)
                 if i == 1:
                     ratios = [tk[1].ratio for tk in steady if tk[1].ratio is not None]

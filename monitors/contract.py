@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 log = logging.getLogger("monitor.kinds")
+
+# The most one check may take (every try included): the kind timers run every minute, and a check must fit a tick.
+CHECK_DEADLINE = 55.0
 
 Outcome = Literal["up", "degraded", "down", "error"]
 Tone = Literal["ok", "warn", "down", "grey"]
@@ -192,23 +196,61 @@ class Kind(Generic[C]):
     async def check(self, cfg: C, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError(f"{self.name}: implement check or check_batch")
 
+    def deadline(self, cfg: C) -> float:
+        """Seconds one check may take, all its tries included; the engine ends it there (`timed_out`)."""
+        return CHECK_DEADLINE
+
+    def timed_out(self, cfg: C, seconds: float) -> CheckResult:
+        """The result of a check the engine ended at its deadline."""
+        return CheckResult("error", error=f"the check did not finish within {seconds:g} s")
+
+    async def _one(self, cfg: C, ctx: CheckContext) -> CheckResult:
+        started = datetime.now(UTC)
+        limit = min(self.deadline(cfg), CHECK_DEADLINE)
+        try:
+            result = await asyncio.wait_for(self.check(cfg, ctx), limit)
+        except TimeoutError:
+            result = self.timed_out(cfg, limit)
+        except Exception as error:
+            log.exception("check of %s monitor %s (%s) failed", self.name, cfg.id, cfg.name)
+            result = CheckResult("error", error=f"checker failed: {type(error).__name__}: {error}")
+        result.checked_at = result.checked_at or started
+        return result
+
     async def check_batch(self, cfgs: list[C], ctx: CheckContext) -> dict[str, CheckResult]:
-        """Every due monitor of a tick; by default `check` for each, at most `ctx.concurrency` at once. An
-        exception is that monitor's ERROR result, never the others'."""
+        """Every due monitor of a tick at once. By default `check` for each, at most `ctx.concurrency` in flight,
+        each ended at its deadline; an exception is that monitor's ERROR result, never the others'. A kind that
+        asks one service for many monitors overrides this."""
+        return {cfg.id or "": result async for cfg, result in self.check_stream(cfgs, ctx) if result is not None}
+
+    async def check_stream(self, cfgs: list[C], ctx: CheckContext,
+                           stop_at: float | None = None) -> AsyncIterator[tuple[C, CheckResult | None]]:
+        """(monitor, result) as each check finishes, so the engine settles them as they come. No check starts
+        after `stop_at` (time.monotonic()): those come back with None ("not checked"). A kind that overrides
+        check_batch is asked once, within the time left."""
+        if type(self).check_batch is not Kind.check_batch:
+            left = (stop_at - time.monotonic()) if stop_at is not None else CHECK_DEADLINE * 4
+            started = datetime.now(UTC)
+            try:
+                by_id = await asyncio.wait_for(self.check_batch(cfgs, ctx), max(1.0, left))
+            except TimeoutError:
+                by_id = {c.id or "": CheckResult("error", error=f"the checks did not finish within {left:.0f} s")
+                         for c in cfgs}
+            for cfg in cfgs:
+                result = by_id.get(cfg.id or "") or CheckResult("error", error="checker returned no result")
+                result.checked_at = result.checked_at or started
+                yield cfg, result
+            return
         gate = asyncio.Semaphore(max(1, ctx.concurrency))
 
-        async def one(cfg: C) -> tuple[str, CheckResult]:
+        async def one(cfg: C) -> tuple[C, CheckResult | None]:
             async with gate:
-                started = datetime.now(UTC)
-                try:
-                    result = await self.check(cfg, ctx)
-                except Exception as error:
-                    log.exception("check of %s monitor %s (%s) failed", self.name, cfg.id, cfg.name)
-                    result = CheckResult("error", error=f"checker failed: {type(error).__name__}: {error}")
-                result.checked_at = result.checked_at or started
-                return cfg.id or "", result
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    return cfg, None
+                return cfg, await self._one(cfg, ctx)
 
-        return dict(await asyncio.gather(*(one(cfg) for cfg in cfgs)))
+        for finished in asyncio.as_completed([one(cfg) for cfg in cfgs]):
+            yield await finished
 
     def evaluate(self, cfg: C, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
         raise NotImplementedError
@@ -226,6 +268,11 @@ class Kind(Generic[C]):
         """field → URL of what the check will connect to (refused at create time when it names an address the
         outbound guard does not allow)."""
         return {}
+
+    def secrets(self, cfg: C) -> list[str]:
+        """Values of the definition that are never shown back (masked in public_view): registered with
+        shared.secrets when the definition is parsed, so no result, event, e-mail or log line carries them."""
+        return []
 
     def public_view(self, cfg: C) -> dict[str, Any]:
         """The definition as the API shows it (secrets masked)."""

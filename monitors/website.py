@@ -6,8 +6,10 @@ threads spends ~0.9 ms and httpx ~13 ms (see README, Benchmarks). Every request 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -15,10 +17,11 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from pydantic import Field, field_validator, model_validator
+import re2
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from monitors.base import UpDownPolicy
-from monitors.contract import CheckContext, CheckResult, Evaluation, Sample
+from monitors.contract import CHECK_DEADLINE, CheckContext, CheckResult, Evaluation, Sample
 from monitors.policy import UpDownKind
 from shared.events import Event, EventType
 from shared.outbound.body import decode, read_capped
@@ -26,9 +29,11 @@ from shared.outbound.errors import describe
 from shared.outbound.guard import OutboundRefused
 from shared.outbound.http import peer_cert
 from shared.outbound.retry import WEBSITE
+from shared.secrets import MASK, mask_url, url_secrets
 
 KIND = "website"
 MAX_BODY_BYTES = 1024 * 1024
+REGEX_INLINE_CHARS = 64 * 1024  # body_regex searches of longer bodies run in a worker thread
 SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|cookie|password|session", re.I)
 _STATUS_ITEM = re.compile(r"^(?:([1-5])xx|(\d{3})(?:-(\d{3}))?)$")
 _FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # aiohttp refuses to send these
@@ -45,10 +50,12 @@ class Config(UpDownPolicy):
                                        description='Accepted codes: "200", "200-299" or "2xx".')
     keyword: str | None = Field(None, min_length=1, max_length=500, description="Text the body must contain.")
     keyword_absent: bool = Field(False, description="Invert `keyword`: the body must NOT contain it.")
-    body_regex: str | None = Field(None, max_length=500, description="Regular expression the body must match.")
+    body_regex: str | None = Field(None, max_length=500, description="Regular expression the body must match "
+                                   "(RE2 syntax, linear-time: no backreferences or lookarounds).")
     max_response_ms: int | None = Field(None, ge=1, le=600000, description="Slower than this → DEGRADED.")
-    timeout_seconds: float = Field(30.0, gt=0, le=120)
-    attempts: int = Field(3, ge=1, le=10, description="Tries within one check before it counts as failed.")
+    timeout_seconds: float = Field(15.0, gt=0, le=CHECK_DEADLINE, description="Seconds each try may take.")
+    attempts: int = Field(3, ge=1, le=10, description="Tries within one check before it counts as failed; "
+                          f"attempts × timeout_seconds must fit in {CHECK_DEADLINE:g} s (one check per tick).")
     follow_redirects: bool = True
     verify_tls: bool = True
     cert_warning_days: int = Field(14, ge=0, le=365, description="Warn when the certificate expires sooner.")
@@ -84,12 +91,11 @@ class Config(UpDownPolicy):
 
     @field_validator("body_regex")
     @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as error:
-                raise ValueError(f"invalid regular expression: {error}") from None
+    def _regex(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Compiled with RE2 now, so a pattern it cannot run is refused when written. A stored definition from
+        # before RE2 keeps loading; its check is an ERROR saying why (see _once).
+        if value is not None and not (info.context or {}).get("stored"):
+            body_pattern(value)
         return value
 
     @field_validator("headers")
@@ -105,9 +111,20 @@ class Config(UpDownPolicy):
         return value
 
     @model_validator(mode="after")
+    def _fits_a_tick(self, info: ValidationInfo) -> Config:
+        # Stored definitions from before this limit keep loading; the engine ends their checks at the deadline.
+        if not (info.context or {}).get("stored") and self.attempts * self.timeout_seconds > CHECK_DEADLINE:
+            raise ValueError(f"attempts × timeout_seconds is {self.attempts * self.timeout_seconds:g} s; one check "
+                             f"must fit in {CHECK_DEADLINE:g} s (lower attempts or timeout_seconds)")
+        return self
+
+    @model_validator(mode="after")
     def _head_has_no_body(self) -> Config:
         if self.method == "HEAD" and (self.keyword is not None or self.body_regex is not None):
             raise ValueError("keyword and body_regex need a body: use GET or POST, not HEAD")
+        if "@" in urlsplit(self.url).netloc and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("give the login either in the URL (user:password@) or as an Authorization header, "
+                             "not both")
         return self
 
     def unique_keys(self) -> list[str]:
@@ -134,6 +151,31 @@ def _status_matcher(items: tuple[str, ...]) -> Callable[[int], bool]:
         else:
             ranges.append((int(m.group(2)), int(m.group(3) or m.group(2))))
     return lambda code: any(lo <= code <= hi for lo, hi in ranges)
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the user's 422, not a line on the worker's stderr
+
+
+@lru_cache(maxsize=1024)
+def body_pattern(pattern: str) -> Any:
+    """`body_regex` compiled by RE2, once per pattern. RE2 matches in time linear in the body: Python's backtracking
+    `re` let `(a+)+$` against a 26-byte page block the event loop (and every other check) for 5 s. Raises ValueError
+    saying what is wrong, or what RE2 does not support."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        detail = error.args[0] if error.args else error
+        detail = detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                re.compile(pattern)  # only to tell "not supported" from "invalid"; never used to match
+        except Exception:  # noqa: BLE001 - re.error, or a pattern Python cannot even parse
+            raise ValueError(f"invalid regular expression: {detail}") from None
+        raise ValueError(f"not supported ({detail}): body_regex uses RE2, which matches in linear time and so has "
+                         "no backreferences (\\1, (?P=name)), lookarounds ((?=…), (?!…), (?<=…), (?<!…)), "
+                         "possessive or atomic groups, conditionals or the (?x) flag") from None
 
 
 @lru_cache(maxsize=1024)
@@ -178,8 +220,18 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
         if cfg.keyword is not None and (cfg.keyword in text) == cfg.keyword_absent:
             where = "found" if cfg.keyword_absent else "not found"
             return CheckResult("down", latency, f"keyword {cfg.keyword!r} {where} in the response", data)
-        if cfg.body_regex is not None and not re.search(cfg.body_regex, text):
-            return CheckResult("down", latency, f"response does not match /{cfg.body_regex}/", data)
+        if cfg.body_regex is not None:
+            try:
+                pattern = body_pattern(cfg.body_regex)
+            except ValueError as refused:  # a stored definition from before RE2
+                return CheckResult("error", latency, f"body_regex {cfg.body_regex}: {refused}", data)
+            # Linear in the body (at most MAX_BODY_BYTES), yet up to ~0.3 s of CPU for 1 MiB and a pattern whose
+            # DFA RE2 must give up on: a large body is searched in a worker thread (RE2 releases the GIL), so
+            # the event loop, and every other check of the tick, keeps running.
+            found = await asyncio.to_thread(pattern.search, text) if len(text) > REGEX_INLINE_CHARS \
+                else pattern.search(text)
+            if not found:
+                return CheckResult("down", latency, f"response does not match /{cfg.body_regex}/", data)
     if cfg.max_response_ms is not None and latency > cfg.max_response_ms:
         return CheckResult("degraded", latency, f"responded in {latency:.0f} ms (limit {cfg.max_response_ms} ms)",
                            data)
@@ -194,6 +246,12 @@ class Website(UpDownKind[Config]):
     metrics: ClassVar[dict[str, str]] = {
         "website_certificate_days_left": "Days until the website's TLS certificate expires.",
         "website_http_status_code": "HTTP status of the website's latest check."}
+
+    def deadline(self, cfg: Config) -> float:
+        """Every try with its timeout, and the waits between them."""
+        waits = sum(min(WEBSITE.wait_max, WEBSITE.wait_initial * 2 ** n) + WEBSITE.jitter
+                    for n in range(cfg.attempts - 1))
+        return cfg.attempts * cfg.timeout_seconds + waits + 1
 
     async def check(self, cfg: Config, ctx: CheckContext) -> CheckResult:
         """Up to `attempts` tries with a short backoff; the last try's result stands."""
@@ -211,26 +269,31 @@ class Website(UpDownKind[Config]):
         if days is not None and expiry is not None and days <= cfg.cert_warning_days \
                 and ev.state.get("cert_warned_for") != expiry.isoformat():
             ev.state["cert_warned_for"] = expiry.isoformat()
+            url = mask_url(cfg.url)
             ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
                                    monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
-                                   occurred_at=now, message=f"The TLS certificate of {cfg.url} expires in "
+                                   occurred_at=now, message=f"The TLS certificate of {url} expires in "
                                    f"{days} day(s), on {expiry:%Y-%m-%d}.",
-                                   details={"url": cfg.url, "days_left": days, "expires_at": expiry.isoformat()}))
+                                   details={"url": url, "days_left": days, "expires_at": expiry.isoformat()}))
         return ev
 
     def outbound_targets(self, cfg: Config) -> dict[str, str]:
         return {"url": cfg.url}
 
+    def secrets(self, cfg: Config) -> list[str]:
+        return [v for k, v in cfg.headers.items() if SENSITIVE_HEADER.search(k)] + url_secrets(cfg.url)
+
     def public_view(self, cfg: Config) -> dict[str, Any]:
         data = cfg.model_dump(mode="json")
-        data["headers"] = {k: ("***" if SENSITIVE_HEADER.search(k) else v) for k, v in cfg.headers.items()}
+        data["headers"] = {k: (MASK if SENSITIVE_HEADER.search(k) else v) for k, v in cfg.headers.items()}
+        data["url"] = mask_url(cfg.url)
         return data
 
     def target(self, cfg: Config) -> str:
-        return cfg.url
+        return mask_url(cfg.url)
 
     def public_url(self, cfg: Config) -> str | None:
-        return None if cfg.hide_url else cfg.url
+        return None if cfg.hide_url else mask_url(cfg.url)
 
     def samples(self, row: dict[str, Any]) -> list[Sample]:
         return [Sample("website_certificate_days_left", row.get("cert_days_left")),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitors.contract import CloseDowntime, DowntimeOp, OpenDowntime
 from shared.events import DeliveryStatus, Event
+from shared.secrets import scrub_obj
 
 if TYPE_CHECKING:
     from shared.storage import OutboxRow, Store
@@ -35,7 +36,8 @@ def _op_of(data: dict[str, Any]) -> DowntimeOp | None:
 
 def payloads(events: list[Event], ops: list[DowntimeOp] | None = None) -> list[dict[str, Any]]:
     """Outbox payloads: one per event; the downtime operations ride on the first (or on one of their own)."""
-    out: list[dict[str, Any]] = [{"id": e.id, "event": e.model_dump(mode="json"), "ops": []} for e in events]
+    out: list[dict[str, Any]] = [{"id": e.id, "event": scrub_obj(e.model_dump(mode="json")), "ops": []}
+                                 for e in events]
     if ops:
         encoded = [_op_json(op) for op in ops]
         if out:
@@ -45,11 +47,19 @@ def payloads(events: list[Event], ops: list[DowntimeOp] | None = None) -> list[d
     return out
 
 
+def _when(row: OutboxRow) -> str:
+    """When what a row publishes happened (its event, else its downtime operation)."""
+    event = row.payload.get("event") or {}
+    ops = row.payload.get("ops") or [{}]
+    return str(event.get("occurred_at") or ops[-1].get("ended_at") or ops[-1].get("started_at") or "")
+
+
 async def publish(store: Store, rows: list[OutboxRow]) -> int:
     """Apply outbox rows: downtime windows, stored events, queue messages; delete each row last. Returns the
-    number of queue messages sent."""
+    number of queue messages sent. Rows go out in the order they happened, per monitor, so a window is closed
+    before the next one opens even when a crash left both behind."""
     sent = 0
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (r.owner_id, _when(r))):
         payload = row.payload
         try:
             for data in payload.get("ops", []):

@@ -30,6 +30,7 @@ from monitors.base import latest_slot
 from monitors.contract import CheckContext, CheckResult
 from shared.engine.outbox import publish
 from shared.engine.settle import Outcome, evaluate, result_row, settle, unchanged
+from shared.secrets import scrub, scrub_obj
 from shared.text import clip
 
 if TYPE_CHECKING:
@@ -62,13 +63,15 @@ class TickSummary:
     paused: bool = False
     storage_requests: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
+    not_checked: list[str] = field(default_factory=list)  # due, but not started before the tick's budget ran out
 
     def record(self) -> dict[str, Any]:
         finished = self.finished_at or self.started_at
         return {"trigger": self.trigger, "due_at": self.due_at or self.started_at, "started_at": self.started_at,
                 "finished_at": finished, "duration_ms": round((finished - self.started_at).total_seconds() * 1000),
                 "monitors": self.monitors, "checked": self.checked, "errors": self.errors, "events": self.events,
-                "paused": self.paused, "storage_requests": self.storage_requests}
+                "paused": self.paused, "storage_requests": self.storage_requests,
+                "not_checked": len(self.not_checked)}
 
 
 class AppStoragePort:
@@ -88,28 +91,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# ------------------------------------------------------------------------------------------- checks
-
-
-async def check_all(kind: Kind[Any], items: list[tuple[MonitorBase, datetime]],
-                    ctx: CheckContext) -> list[tuple[CheckResult, datetime]]:
-    """Check every due monitor through the kind's check_batch; a broken batch is an ERROR for each."""
-    started = _utcnow()
-    try:
-        by_id = await kind.check_batch([cfg for cfg, _ in items], ctx)
-    except Exception as error:
-        log.exception("check_batch failed for %s", kind.name)
-        failure = CheckResult("error", error=clip(f"checker failed: {type(error).__name__}: {error}", 1000))
-        return [(failure, started) for _ in items]
-    out = []
-    for cfg, _ in items:
-        result = by_id.get(cfg.id or "") or CheckResult("error", error="checker returned no result")
-        if result.error:
-            result.error = clip(result.error, 1000)
-        out.append((result, result.checked_at or started))
-    return out
-
-
 # ------------------------------------------------------------------------------------------- a tick
 
 
@@ -126,57 +107,132 @@ async def check_context(settings: Settings, store: Store | None) -> AsyncIterato
         yield CheckContext(guarded, trusted, settings, port, settings.check_concurrency, guard)
 
 
-async def _process(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
-                   states: dict[str, StateRow], trigger: str, summary: TickSummary) -> None:
-    async with check_context(settings, store) as ctx:
-        checked = await check_all(kind, due, ctx)
-    summary.checked = len(checked)
-    semaphore = asyncio.Semaphore(16)
+async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
+                   states: dict[str, StateRow], trigger: str, summary: TickSummary,
+                   stop_at: float | None = None) -> None:
+    """Check, then settle each result as it comes: its state and events are committed and published at once, its
+    result row goes out in the next batch — a slow or hanging target delays nobody else's alert."""
+    slots = {cfg.id or "": slot for cfg, slot in due}
+    order = {cfg.id or "": n for n, (cfg, _) in enumerate(due)}
+    writer = ResultWriter(store, summary)
+    gate = asyncio.Semaphore(16)
+    settling: set[asyncio.Task[None]] = set()
 
-    async def write(cfg: MonitorBase, slot: datetime, result: CheckResult, checked_at: datetime,
-                    evaluation: Evaluation) -> tuple[Outcome, list[OutboxRow]]:
-        async with semaphore:
+    async def commit(cfg: MonitorBase, slot: datetime, result: CheckResult, evaluation: Evaluation) -> None:
+        checked_at = result.checked_at or slot
+        async with gate:
             try:
-                return await settle(store, kind, cfg, states.get(cfg.id or ""), result, slot, checked_at, evaluation)
+                outcome, rows = await settle(store, kind, cfg, states.get(cfg.id or ""), result, slot, checked_at,
+                                             evaluation)
             except Exception as error:
                 log.exception("could not store the state of monitor %s", cfg.id)
                 summary.errors += 1
                 result.error = result.error or clip(f"state not stored: {error}", 1000)
-                return Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at), []
+                outcome, rows = Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR",
+                                        checked_at=checked_at), []
+        summary.events += await publish(store, rows)
+        _done(outcome)
 
-    # Evaluate everything in this task (pure and cheap); only monitors whose state changed get a write task.
-    settled: list[tuple[Outcome, list[OutboxRow]]] = []
-    pending = []
-    for (cfg, slot), (result, checked_at) in zip(due, checked, strict=True):
-        try:
-            evaluation, prev = evaluate(kind, cfg, states.get(cfg.id or ""), result, checked_at)
-        except Exception:
-            log.exception("evaluate failed for monitor %s", cfg.id)
-            summary.errors += 1
-            settled.append((Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at),
-                            []))
-            continue
-        if unchanged(evaluation, prev):
-            settled.append((Outcome(cfg.id or "", cfg.name, slot, result, status=evaluation.status,
-                                    checked_at=checked_at), []))
-        else:
-            pending.append(write(cfg, slot, result, checked_at, evaluation))
-    settled += await asyncio.gather(*pending)
-    rows: list[OutboxRow] = []
-    results = []
-    for outcome, outbox in settled:
+    def _done(outcome: Outcome) -> None:
         summary.outcomes.append(outcome)
-        rows += outbox
         if outcome.result.outcome == "error":
             summary.errors += 1
         if not outcome.duplicate:
-            results.append(result_row(store, outcome, trigger))
+            writer.add(result_row(store, outcome, trigger))
+
+    async with check_context(settings, store) as ctx:
+        async for cfg, result in kind.check_stream([cfg for cfg, _ in due], ctx, stop_at):
+            slot = slots[cfg.id or ""]
+            if result is None:
+                summary.not_checked.append(cfg.id or "")
+                continue
+            summary.checked += 1
+            scrub_result(result)
+            decided = _decide(kind, cfg, states.get(cfg.id or ""), result, slot, summary)
+            if isinstance(decided, Outcome):
+                _done(decided)
+            else:
+                task = asyncio.create_task(commit(cfg, slot, result, decided))
+                settling.add(task)
+                task.add_done_callback(settling.discard)
+        if settling:
+            await asyncio.gather(*settling)
+    await writer.close()
+    summary.outcomes.sort(key=lambda o: order.get(o.monitor_id, 0))
+
+
+def scrub_result(result: CheckResult) -> None:
+    """No secret (a setting's, a masked header's, a URL's credentials) in what a check reports, whichever kind
+    it is: an echoing server's error body must not carry a token into results, state, events or e-mails."""
+    if result.error:
+        result.error = clip(scrub(result.error), 1000)
+    for name, value in result.data.items():
+        if isinstance(value, (str, list, dict)):
+            result.data[name] = scrub_obj(value)
+
+
+def _decide(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult, slot: datetime,
+            summary: TickSummary) -> Outcome | Evaluation:
+    """The outcome when nothing is to be written (the steady path, a slot already applied, a broken evaluate);
+    otherwise the evaluation to commit."""
+    checked_at = result.checked_at or slot
+    if row is not None and row.data.get("last_slot") == slot.isoformat():
+        # This slot is in the state already (a run that died before writing its results, or a concurrent one):
+        # applying it again would count one failure twice. Only its result row is written.
+        return Outcome(cfg.id or "", cfg.name, slot, result, status=row.status, checked_at=checked_at)
     try:
-        await store.write_results(results)
+        evaluation, prev = evaluate(kind, cfg, row, result, checked_at)
     except Exception:
-        log.exception("writing %d results failed", len(results))
+        log.exception("evaluate failed for monitor %s", cfg.id)
         summary.errors += 1
-    summary.events += await publish(store, rows)
+        return Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at)
+    if unchanged(evaluation, prev):
+        return Outcome(cfg.id or "", cfg.name, slot, result, status=evaluation.status, checked_at=checked_at)
+    return evaluation
+
+
+class ResultWriter:
+    """Result rows, written in batches while a tick settles: when FLUSH_ROWS are waiting or the oldest has waited
+    FLUSH_SECONDS (a timer, so rows never wait for a slow check to finish), and at the end (slot-keyed upserts:
+    order does not matter, a repeat overwrites)."""
+
+    FLUSH_ROWS = 400
+    FLUSH_SECONDS = 2.0  # a normal tick writes its results in one go; a slow one, every few seconds
+
+    def __init__(self, store: Store, summary: TickSummary) -> None:
+        self.store, self.summary = store, summary
+        self.rows: list[dict[str, Any]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.flushing: set[asyncio.Task[None]] = set()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.FLUSH_ROWS:
+            self._flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self._flush)
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        rows, self.rows = self.rows, []
+        if rows:
+            task = asyncio.create_task(self._write(rows))
+            self.flushing.add(task)
+            task.add_done_callback(self.flushing.discard)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            await self.store.write_results(rows)
+        except Exception:
+            log.exception("writing %d results failed", len(rows))
+            self.summary.errors += 1
+
+    async def close(self) -> None:
+        self._flush()
+        if self.flushing:
+            await asyncio.gather(*self.flushing)
 
 
 # ---------------------------------------------------------------------------------------- services
@@ -250,14 +306,17 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
                     now: datetime | None, due_at: datetime | None) -> TickSummary:
     now = now or _utcnow()
     clock = time.perf_counter()
+    started = time.monotonic()
     requests_before = store.request_count
     summary = TickSummary(kind.name, trigger, started_at=now, due_at=due_at)
     meta = await store.get_kind_meta(kind.name)
     if trigger == "timer" and meta.get("paused"):
         summary.paused = True
     else:
-        entities = [e for e in await store.list_monitors(kind.name, engine_fields=True) if e.get("enabled", True)]
+        stored = await store.list_monitors(kind.name, engine_fields=True)
+        entities = [e for e in stored if e.get("enabled", True)]
         states, outbox = await store.load_states(kind.name)
+        outbox = await _sweep_deleted(store, kind.name, {e["RowKey"] for e in stored}, states, outbox)
         orphans = [row for row in outbox if row.written_at is None or row.written_at <= now - OUTBOX_GRACE]
         if orphans:
             summary.events += await publish(store, orphans)  # left over from a crashed cycle
@@ -270,7 +329,11 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
             due = due_monitors(configs, states, window_start, now)
         else:
             due = [(cfg, now) for cfg in configs]
-        await _process(store, settings, kind, due, states, trigger, summary)
+        stop_at = started + settings.tick_budget_seconds
+        await process(store, settings, kind, due, states, trigger, summary, stop_at)
+        if summary.not_checked:
+            log.error("%s tick: %d due monitors not checked: the tick's budget (TICK_BUDGET_SECONDS=%d) ran out",
+                      kind.name, len(summary.not_checked), settings.tick_budget_seconds)
     summary.finished_at = summary.started_at + timedelta(seconds=time.perf_counter() - clock)
     summary.storage_requests = store.request_count - requests_before
     try:
@@ -285,22 +348,28 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
     return summary
 
 
-class MonitorNotFound(LookupError):
-    pass
-
-
-async def run_monitor(store: Store, settings: Settings, monitor_id: str) -> Outcome:
-    """Check one monitor now (enabled or not), store and publish like a timer run would."""
-    entity = await store.get_monitor(monitor_id)
-    if entity is None:
-        raise MonitorNotFound(monitor_id)
-    kind = kind_of(entity["kind"])
-    cfg = from_entity(entity)
-    row = await store.get_state(kind.name, monitor_id)
-    now = _utcnow()
-    summary = TickSummary(kind.name, "manual", started_at=now)
-    await _process(store, settings, kind, [(cfg, now)], {monitor_id: row} if row else {}, "manual", summary)
-    return summary.outcomes[0]
+async def _sweep_deleted(store: Store, kind: str, known: set[str], states: dict[str, StateRow],
+                         outbox: list[OutboxRow]) -> list[OutboxRow]:
+    """Remove the state and outbox rows of monitors that no longer exist (a run that was still settling when its
+    monitor was deleted writes them after the delete); returns the outbox rows that remain. An owner missing from
+    this tick's listing is looked up once more first: it may have been created after the listing."""
+    owners = ({owner for owner in states if owner not in known}
+              | {row.owner_id for row in outbox if row.owner_id not in known})
+    gone = set()
+    for owner in owners:
+        if await store.get_monitor(owner) is None:
+            gone.add(owner)
+    if not gone:
+        return outbox
+    for row in outbox:
+        if row.owner_id in gone:
+            log.info("dropping %s outbox row %s of deleted monitor %s", kind, row.row_key, row.owner_id)
+            await store.delete_outbox(row)
+    for owner in gone:
+        if owner in states:
+            await store.delete_state(kind, owner)
+            del states[owner]
+    return [row for row in outbox if row.owner_id not in gone]
 
 
 def known_kinds() -> list[str]:
