@@ -3,12 +3,18 @@
 It imports `function_app`, asks the app for its functions and bindings (`app.get_functions()` — there is no
 second list), and drives them:
 - HTTP triggers on 127.0.0.1:7071 under host.json's routePrefix, with route parameters, methods and auth
-  level (function/admin routes need DEVHOST_FUNCTION_KEY as `x-functions-key` or `?code=` when it is set);
+  level, strict where Azure is: once a key is set (DEVHOST_FUNCTION_KEY, DEVHOST_MASTER_KEY), a function-level
+  route takes the function key or the master key, an admin-level route and the admin API only the master key, as
+  `x-functions-key` or `?code=`; with neither set everything is open (local development without keys);
+- 404 (no such route), 405 (wrong method) and 401 (no or a wrong key) answer the API's JSON error body
+  `{"error": {"code", "message", "details"}}`;
 - timer triggers on their six-field NCRONTAB schedules (`%SETTING%` resolved from the environment),
   `run_on_startup` honoured, `past_due` set when a run starts late;
 - `POST /admin/functions/{name}` runs a timer or queue function at once, like the host's admin API;
 - queue triggers polling Azurite: host.json's visibilityTimeout, batchSize, maxPollingInterval, messageEncoding
-  and maxDequeueCount; a message whose handler keeps failing goes to `<queue>-poison`, as the host does.
+  and maxDequeueCount. A received message is held invisible while it waits and runs (a short lease, renewed), so
+  a host that goes away gives it back within the lease; a failure makes it visible again after visibilityTimeout;
+  a message whose handler keeps failing goes to `<queue>-poison`, as the host does.
 
 It is a development tool: production runs on the Functions host. See README, "Local host", for what it does
 not reproduce.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import inspect
 import json
 import logging
@@ -38,6 +45,10 @@ from croniter import croniter
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("devhost")
+
+LEASE_SECONDS = 60  # a received queue message is hidden this long at a time…
+RENEW_SECONDS = 20.0  # …and its lease renewed this often while it waits for or runs its invocation
+KEY_HINT = "send it as the x-functions-key header or as ?code= in the query string"
 
 
 def load_local_settings(path: Path | None = None) -> None:
@@ -85,6 +96,27 @@ def discover(app: func.FunctionApp) -> list[Function]:
     return out
 
 
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The API's documented error body (shared/triggers/http.py), as application/json."""
+    return web.json_response({"error": {"code": code, "message": message, "details": []}}, status=status,
+                             headers=headers)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """aiohttp's own 404/405 answers (no route matched, or not with this method) as the JSON error body."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPMethodNotAllowed as error:
+        allowed = ", ".join(sorted(error.allowed_methods))
+        return error_response(405, "method_not_allowed",
+                              f"{request.method} is not allowed on {request.path}; allowed: {allowed}",
+                              headers={"Allow": allowed})
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"no function answers {request.method} {request.path}")
+    return response
+
+
 async def invoke(fn: Function, value: Any) -> Any:
     result = fn.handler(**{fn.arg: value})
     if inspect.isawaitable(result):
@@ -94,11 +126,14 @@ async def invoke(fn: Function, value: Any) -> Any:
 
 class LocalHost:
     def __init__(self, app: func.FunctionApp, host_json: dict[str, Any], port: int = 7071,
-                 function_key: str | None = None) -> None:
+                 function_key: str | None = None, master_key: str | None = None) -> None:
         self.functions = discover(app)
         self.host_json = host_json
         self.port = port
         self.function_key = function_key
+        self.master_key = master_key
+        self.lease_seconds = LEASE_SECONDS
+        self.renew_seconds = RENEW_SECONDS
         self.invocations: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -107,7 +142,7 @@ class LocalHost:
 
     def _http_app(self) -> web.Application:
         prefix = self.host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api").strip("/")
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
         for fn in self.functions:
             if fn.trigger["type"] != "httpTrigger":
                 continue
@@ -120,18 +155,46 @@ class LocalHost:
         app.router.add_post("/admin/functions/{name}", self._admin_invoke)
         return app
 
+    def _refused(self, request: web.Request, level: str) -> web.Response | None:
+        """None when the request may call a route of this auth level; else the 401. As on Azure: a function-level
+        route takes the function key or the master key, an admin-level one (and the admin API) the master key only.
+        With no key set at all, everything is open (local development)."""
+        if level == "anonymous" or not (self.function_key or self.master_key):
+            return None
+        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
+        accepted = [self.master_key] if level == "admin" else [self.function_key, self.master_key]
+        if given and any(key and hmac.compare_digest(given.encode(), key.encode()) for key in accepted):
+            return None
+        if level != "admin":
+            message = ("No or a wrong key: this route needs the function key (DEVHOST_FUNCTION_KEY) or the master key; "
+                       + KEY_HINT)
+        elif self.master_key:
+            message = ("No or a wrong key: this route needs the master key (DEVHOST_MASTER_KEY), a function key is "
+                       f"not accepted; {KEY_HINT}")
+        else:
+            message = ("This route needs the master key, and DEVHOST_MASTER_KEY is not set: set it and " + KEY_HINT +
+                       " (a function key is not accepted)")
+        return error_response(401, "unauthorized", message)
+
     async def _admin_invoke(self, request: web.Request) -> web.Response:
         """POST /admin/functions/{name} {"input": "..."}: run a non-HTTP function now, as the real host's
-        admin API does (used to fire a timer by hand, and by the end-to-end test)."""
-        if self.function_key and request.headers.get("x-functions-key") != self.function_key:
-            return web.Response(status=401)
-        fn = next((f for f in self.functions if f.name == request.match_info["name"]), None)
+        admin API does (used to fire a timer by hand, and by the end-to-end test). Master key only."""
+        refused = self._refused(request, "admin")
+        if refused is not None:
+            return refused
+        name = request.match_info["name"]
+        fn = next((f for f in self.functions if f.name == name), None)
         if fn is None or fn.trigger["type"] == "httpTrigger":
-            return web.Response(status=404)
+            return error_response(404, "not_found", f"no timer or queue function is named {name!r}")
         if fn.trigger["type"] == "timerTrigger":
             await self._fire(fn, past_due=False)
         else:
-            payload = await request.json() if request.can_read_body else {}
+            try:
+                payload = await request.json() if request.can_read_body else {}
+            except ValueError:
+                return error_response(400, "bad_request", 'the body must be JSON: {"input": "..."}')
+            if not isinstance(payload, dict):
+                return error_response(400, "bad_request", 'the body must be a JSON object: {"input": "..."}')
             await invoke(fn, QueueMessage(id="admin", body=str(payload.get("input", "")).encode(), dequeue_count=1))
         return web.Response(status=202)
 
@@ -139,10 +202,9 @@ class LocalHost:
         level = str(fn.trigger.get("authLevel", "FUNCTION")).lower()
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            if level != "anonymous" and self.function_key:
-                given = request.headers.get("x-functions-key") or request.query.get("code")
-                if given != self.function_key:
-                    return web.Response(status=401, text="")
+            refused = self._refused(request, level)
+            if refused is not None:
+                return refused
             req = func.HttpRequest(request.method, str(request.url), headers=dict(request.headers),
                                    params=dict(request.query), route_params=dict(request.match_info),
                                    body=await request.read())
@@ -210,18 +272,42 @@ class LocalHost:
         idle = 0.1
         async with queue, poison:
             while True:
-                got = 0
-                # hidden while it runs (the host renews a 10-minute lease); a failure shows it again after
-                # host.json's visibilityTimeout
-                async for msg in queue.receive_messages(messages_per_page=batch, max_messages=batch,
-                                                        visibility_timeout=600):
-                    got += 1
-                    await self._deliver(fn, queue, poison, msg, base64_encoded, max_dequeue, visibility)
-                idle = 0.1 if got else min(idle * 2, max_poll)
-                await asyncio.sleep(0 if got else idle)
+                # received with a short lease, held (renewed) while the batch waits and runs: a host that goes away
+                # gives its messages back within the lease; a failure shows one again after visibilityTimeout
+                received = [msg async for msg in queue.receive_messages(
+                    messages_per_page=batch, max_messages=batch, visibility_timeout=max(1, int(self.lease_seconds)))]
+                if received:
+                    held = {msg.id: msg for msg in received}
+                    lock = asyncio.Lock()
+                    renewer = asyncio.create_task(self._hold(queue, held, lock), name=f"{fn.name}-lease")
+                    try:
+                        for msg in received:
+                            await self._deliver(fn, queue, poison, msg, base64_encoded, max_dequeue, visibility,
+                                                held, lock)
+                    finally:
+                        renewer.cancel()
+                        await asyncio.gather(renewer, return_exceptions=True)
+                idle = 0.1 if received else min(idle * 2, max_poll)
+                await asyncio.sleep(0 if received else idle)
+
+    async def _hold(self, queue: Any, held: dict[str, Any], lock: asyncio.Lock) -> None:
+        """Renew the lease of every message of the batch not yet finished, every renew_seconds (each renewal gives
+        a new pop receipt, kept on the message for the next renewal and for the final delete or update)."""
+        while True:
+            await asyncio.sleep(self.renew_seconds)
+            async with lock:
+                for msg in list(held.values()):
+                    try:
+                        renewed = await queue.update_message(msg.id, msg.pop_receipt,
+                                                             visibility_timeout=max(1, int(self.lease_seconds)))
+                    except Exception:  # lost (e.g. expired and taken by another receiver): the delivery says so
+                        log.warning("could not renew the lease of message %s", msg.id, exc_info=True)
+                        continue
+                    msg.pop_receipt = renewed.pop_receipt
+                    msg.next_visible_on = renewed.next_visible_on
 
     async def _deliver(self, fn: Function, queue: Any, poison: Any, msg: Any, b64: bool, max_dequeue: int,
-                       visibility: float) -> None:
+                       visibility: float, held: dict[str, Any], lock: asyncio.Lock) -> None:
         body = base64.b64decode(msg.content) if b64 else msg.content.encode()
         message = QueueMessage(id=msg.id, body=body, dequeue_count=msg.dequeue_count,
                                           pop_receipt=msg.pop_receipt, insertion_time=msg.inserted_on,
@@ -230,16 +316,26 @@ class LocalHost:
         try:
             await invoke(fn, message)
         except Exception:
+            async with lock:  # no longer renewed: its pop receipt is final
+                held.pop(msg.id, None)
             log.warning("queue function %s failed (dequeue %d of %d)", fn.name, msg.dequeue_count, max_dequeue,
                         exc_info=True)
-            if msg.dequeue_count >= max_dequeue:
-                await poison.send_message(msg.content)
-                await queue.delete_message(msg.id, msg.pop_receipt)
-                log.error("message %s moved to %s-poison", msg.id, queue.queue_name)
-            else:
-                await queue.update_message(msg.id, msg.pop_receipt, visibility_timeout=int(visibility))
+            try:
+                if msg.dequeue_count >= max_dequeue:
+                    await poison.send_message(msg.content)
+                    await queue.delete_message(msg.id, msg.pop_receipt)
+                    log.error("message %s moved to %s-poison", msg.id, queue.queue_name)
+                else:
+                    await queue.update_message(msg.id, msg.pop_receipt, visibility_timeout=round(visibility))
+            except Exception:  # its lease was lost: it is visible again already (the poller goes on)
+                log.warning("could not hand back message %s", msg.id, exc_info=True)
             return
-        await queue.delete_message(msg.id, msg.pop_receipt)
+        async with lock:
+            held.pop(msg.id, None)
+        try:
+            await queue.delete_message(msg.id, msg.pop_receipt)
+        except Exception:  # its lease was lost: it will be delivered again (at least once, as on Azure)
+            log.warning("could not delete message %s after its function succeeded", msg.id, exc_info=True)
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -257,11 +353,15 @@ class LocalHost:
         log.info("local host listening on http://127.0.0.1:%d", self.port)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Cancel the timers and queue pollers (a message being processed keeps its lease until it runs out) and
+        close the HTTP listener. Stopping twice is a no-op."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
 
 def _seconds(value: Any) -> float:

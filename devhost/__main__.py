@@ -12,12 +12,13 @@ from typing import Any
 
 from devhost import ROOT, LocalHost, load_local_settings, read_host_json
 
-DEMO = [
+DEMO = [  # public (monitors are hidden unless marked), so the local status page shows them
     {"kind": "website", "name": "[demo] this app's health", "url": "http://127.0.0.1:{port}/api/v1/health",
-     "interval_seconds": 60, "attempts": 1, "keyword": '"storage": "ok"'},
-    {"kind": "website", "name": "[demo] example.com", "url": "https://example.com/", "interval_seconds": 300},
+     "interval_seconds": 60, "attempts": 1, "keyword": '"storage": "ok"', "public": True},
+    {"kind": "website", "name": "[demo] example.com", "url": "https://example.com/", "interval_seconds": 300,
+     "public": True},
     {"kind": "resource", "name": "[demo] this machine's disk and memory", "interval_seconds": 60,
-     "source": {"type": "local"}},
+     "source": {"type": "local"}, "public": True},
 ]
 
 
@@ -79,7 +80,8 @@ async def main() -> None:
     host, port = os.environ.get("SMTP_HOST", ""), int(os.environ.get("SMTP_PORT", "0") or 0)
     if host in ("127.0.0.1", "localhost") and os.environ.get("SMTP_SECURITY") == "none" and _port_free(host, port):
         smtp = await smtp_sink(host, port)
-    local = LocalHost(function_app.app, read_host_json(), args.port, os.environ.get("DEVHOST_FUNCTION_KEY") or None)
+    local = LocalHost(function_app.app, read_host_json(), args.port, os.environ.get("DEVHOST_FUNCTION_KEY") or None,
+                      master_key=os.environ.get("DEVHOST_MASTER_KEY") or None)
     await local.start()
     if not args.no_demo:
         await seed_demo(args.port)

@@ -14,6 +14,7 @@ from monitors.contract import CheckResult, Evaluation, Outcome  # noqa: F401 - r
 
 # Fields of the up/down policy. A stored definition of a kind without that policy may still hold them (written by
 # an older version): they are dropped on read; on write they are refused (extra="forbid"), naming the field.
+STORED = {"stored": True}  # validation context of a stored definition: limits added later do not refuse it
 UPDOWN_FIELDS = ("failure_threshold", "success_threshold", "breaker_failures", "breaker_interval_seconds",
                  "hide_url")
 
@@ -35,7 +36,7 @@ class MonitorBase(BaseModel):
     renotify_minutes: int | None = Field(None, ge=5, le=10080,
                                          description="Remind every N minutes while the problem lasts (off when "
                                                      "empty).")
-    public: bool = Field(True, description="Shown on the public status page and its badges (false: hidden).")
+    public: bool = Field(False, description="Shown on the public status page and its badges (default: hidden)")
 
     updown: ClassVar[bool] = False
 
@@ -65,11 +66,11 @@ class MonitorBase(BaseModel):
         """A stored definition (valid when it was written); up/down fields an older version stored for a kind
         without that policy are dropped."""
         if cls.updown or not any(f'"{name}"' in spec for name in UPDOWN_FIELDS):
-            return cls.model_validate_json(spec)
+            return cls.model_validate_json(spec, context=STORED)
         import json
 
         data = {k: v for k, v in json.loads(spec).items() if k not in UPDOWN_FIELDS}
-        return cls.model_validate(data)
+        return cls.model_validate(data, context=STORED)
 
 
 class UpDownPolicy(MonitorBase):

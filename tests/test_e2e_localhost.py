@@ -15,6 +15,7 @@ from conftest import free_port
 from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
 
 KEY = "local-test-key"
+MASTER = "local-test-master-key"
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ async def host(storage, env, smtp):
     import function_app
 
     port = free_port()
-    local = LocalHost(function_app.app, read_host_json(), port, function_key=KEY)
+    local = LocalHost(function_app.app, read_host_json(), port, function_key=KEY, master_key=MASTER)
     await local.start()
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers={"x-functions-key": KEY}) as http:
         yield http
@@ -73,8 +74,10 @@ async def test_down_and_recovery_through_the_local_host(host, website, smtp):
         assert resp.status == 201
         mid = (await resp.json())["id"]
 
-    async with host.post("/admin/functions/website_timer") as resp:  # the timer, fired by hand
-        assert resp.status == 202
+    async with host.post("/admin/functions/website_timer") as resp:  # the admin API takes no function key…
+        assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
+    async with host.post("/admin/functions/website_timer", headers={"x-functions-key": MASTER}) as resp:
+        assert resp.status == 202  # …but the master key: the timer, fired by hand
     async with host.get(f"/api/v1/monitors/{mid}") as resp:
         assert (await resp.json())["state"]["status"] == "UP"
 

@@ -8,23 +8,27 @@ screenshot of the demo data to that path (the README's picture).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
 import struct
 import tempfile
+import time
+import uuid
 import xml.etree.ElementTree as ET
 import zlib
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from apphelp import functions, request
 from conftest import DEV_KEY, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitors import KINDS
+from monitors import KINDS, parse_spec, to_entity_spec
 from shared import manage, rules, snapshots
 from shared.storage import Store, hour_floor
 from shared.web import cache as public
@@ -100,21 +104,23 @@ async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]
         await store.commit_state(spec["kind"], mid, data, status, None, [])
         return mid
 
-    await monitor({"kind": "website", "name": "Web shop", "url": "https://shop.example.com/"}, "UP", 182,
-                  bad_days={23: 40, 61: 4})
+    await monitor({"kind": "website", "name": "Web shop", "url": "https://shop.example.com/", "public": True}, "UP",
+                  182, bad_days={23: 40, 61: 4})
     await monitor({"kind": "website", "name": "Customer API", "url": "https://api.example.com/v2/health",
-                   "max_response_ms": 800}, "DEGRADED", 240, bad_days={12: 9, 40: 2, 77: 25}, slow_recent=True)
-    await monitor({"kind": "website", "name": "Documentation", "url": "https://docs.example.com/", "hide_url": True},
-                  "UP", 95, age_days=45)
+                   "max_response_ms": 800, "public": True}, "DEGRADED", 240, bad_days={12: 9, 40: 2, 77: 25},
+                  slow_recent=True)
+    await monitor({"kind": "website", "name": "Documentation", "url": "https://docs.example.com/", "hide_url": True,
+                   "public": True}, "UP", 95, age_days=45)
     started = now - timedelta(minutes=27)
-    pay = await monitor({"kind": "website", "name": "Payment gateway", "url": "https://pay.example.com/checkout"},
-                        "DOWN", 310, bad_days={5: 60, 33: 12}, recent_down=27,
+    pay = await monitor({"kind": "website", "name": "Payment gateway", "url": "https://pay.example.com/checkout",
+                         "public": True}, "DOWN", 310, bad_days={5: 60, 33: 12}, recent_down=27,
                         state={"down_since": started.isoformat(), "fails": 5})
     await store.open_downtime(pay, started, "HTTP 502 (expected 200-399)")
-    await monitor({"kind": "stock", "name": "Widget Pro stock", "product_id": 42, "threshold_low": 5}, "LOW", 420,
+    await monitor({"kind": "stock", "name": "Widget Pro stock", "product_id": 42, "threshold_low": 5, "public": True},
+                  "LOW", 420,
                   per_hour=12, state={"quantity": 3, "breach": "low"})
-    await monitor({"kind": "resource", "name": "Build server disk", "source": {"type": "local"}}, "OK", 35,
-                  age_days=60)
+    await monitor({"kind": "resource", "name": "Build server disk", "source": {"type": "local"}, "public": True}, "OK",
+                  35, age_days=60)
     await monitor({"kind": "website", "name": "Internal admin", "url": "https://admin.example.com/",
                    "public": False}, "DOWN", 120)
     await store.set_kind_meta("_rollup", rolled_until=top)
@@ -208,9 +214,10 @@ async def test_status_page_shows_public_monitors_and_never_a_secret(settings):
         hook = (await manage.create_monitor(store, {
             "kind": "website", "name": "Deploy hook", "url": "https://deploy:hunter2@hooks.example.com/ping?"
             "token=QUERY-SECRET-7f3a#frag", "method": "POST", "body": "BODY-SECRET-0b7e",
-            "headers": {"Authorization": "Bearer HEADER-SECRET-91c2"}}))["id"]
+            "headers": {"X-Deploy-Token": "Bearer HEADER-SECRET-91c2"}, "public": True}))["id"]  # login: in the URL
         await store.commit_state("website", hook, {"status": "UP"}, "UP", None, [])
-        broken = (await manage.create_monitor(store, {"kind": "stock", "name": "Gadget stock", "product_id": 7}))
+        broken = (await manage.create_monitor(store, {"kind": "stock", "name": "Gadget stock", "product_id": 7,
+                                                      "public": True}))
         await store.commit_state("stock", broken["id"], {"status": "ERROR", "error": "ERROR-SECRET-55d1",
                                                          "since": datetime.now(UTC).isoformat()},
                                  "ERROR", None, [])
@@ -246,6 +253,130 @@ async def test_status_page_shows_public_monitors_and_never_a_secret(settings):
     assert page.incidents == ["Gadget stock: monitoring interrupted", "Payment gateway is down"]  # newest first
 
 
+async def test_monitors_are_hidden_unless_marked_public(settings):
+    """Opt-in, as in Uptime Kuma: a new monitor is not on the page and its badges are the 404 badge until it is
+    marked `public: true`; a definition stored before keeps the `public` value it was stored with."""
+    async with Store.open(settings) as store:
+        hidden = (await manage.create_monitor(store, {"kind": "website", "name": "Unmarked",
+                                                       "url": "https://unmarked.example.com/"}))
+        shown = (await manage.create_monitor(store, {"kind": "website", "name": "Marked",
+                                                      "url": "https://marked.example.com/", "public": True}))
+        old_id = uuid.uuid4().hex  # written by a version where public defaulted to true: it is in the spec
+        old = {**json.loads(to_entity_spec(parse_spec({"kind": "stock", "name": "Stored before", "product_id": 3}))),
+               "id": old_id, "public": True}
+        await store.insert_monitor({"RowKey": old_id, "kind": "stock", "name": "Stored before", "enabled": True,
+                                    "spec": json.dumps(old)})
+        for mid, kind, status in ((hidden["id"], "website", "UP"), (shown["id"], "website", "UP"),
+                                  (old_id, "stock", "OK")):
+            await store.commit_state(kind, mid, {"status": status}, status, None, [])
+    assert hidden["public"] is False and shown["public"] is True
+    status, html, _ = await get("status_page", "status-page")
+    page = parse_page(html)
+    assert status == 200 and sorted(m["name"] for m in page.monitors) == ["Marked", "Stored before"]
+    assert hidden["id"] not in html and "unmarked.example.com" not in html
+    for name in ("status.svg", "uptime.svg"):
+        code, svg, headers = await get("badge", f"badge/{hidden['id']}/{name}",
+                                       route={"monitor_id": hidden["id"], "badge": name})
+        assert code == 404 and "not found" in svg_text(svg_root(svg)) and headers["Cache-Control"] == "no-cache"
+        for mid in (shown["id"], old_id):
+            code, _, _ = await get("badge", f"badge/{mid}/{name}", route={"monitor_id": mid, "badge": name})
+            assert code == 200, (mid, name)
+
+    public.clear_cache()
+    async with Store.open(settings) as store:
+        await manage.update_monitor(store, hidden["id"], {"public": True})
+    page = parse_page((await get("status_page", "status-page"))[1])
+    assert sorted(m["name"] for m in page.monitors) == ["Marked", "Stored before", "Unmarked"]
+
+
+async def test_a_new_install_shows_no_monitor(settings):
+    async with Store.open(settings) as store:
+        for n in range(3):
+            mid = (await manage.create_monitor(store, {"kind": "website", "name": f"Site {n}",
+                                                        "url": f"https://site{n}.example.com/"}))["id"]
+            await store.commit_state("website", mid, {"status": "UP"}, "UP", None, [])
+    status, html, _ = await get("status_page", "status-page")
+    page = parse_page(html)
+    assert status == 200 and page.monitors == [] and page.banner == "No public monitors yet"
+    assert "public: true" in html  # the empty page says how a monitor gets on it
+
+
+async def test_ten_concurrent_requests_after_the_cache_expired_build_the_page_once(settings, monkeypatch):
+    from shared.web import status_page as page_module
+
+    async with Store.open(settings) as store:
+        await manage.create_monitor(store, {"kind": "website", "name": "Before", "url": "https://before.example.com/",
+                                            "public": True})
+    builds, reads = [], []
+    build, read = page_module.status_page_model, page_module.live_states
+
+    async def counted_build(store: Store, now: datetime | None = None) -> dict:
+        builds.append(now)
+        await asyncio.sleep(0.3)  # a slow build: every other request arrives while it runs
+        return await build(store, now)
+
+    async def counted_read(store: Store) -> list:
+        reads.append(store)
+        return await read(store)
+
+    monkeypatch.setattr(page_module, "status_page_model", counted_build)
+    monkeypatch.setattr(page_module, "live_states", counted_read)
+    first = await get("status_page", "status-page")
+    assert first[0] == 200 and (len(builds), len(reads)) == (1, 1)
+    assert (await get("status_page", "status-page"))[1] == first[1] and len(builds) == 1  # cached
+
+    async with Store.open(settings) as store:
+        await manage.create_monitor(store, {"kind": "website", "name": "After", "url": "https://after.example.com/",
+                                            "public": True})
+    clock = time.monotonic
+    monkeypatch.setattr(public, "time", SimpleNamespace(monotonic=lambda: clock() + page_module.PAGE_CACHE_SECONDS
+                                                        + 1))  # the cached page has expired
+    answers = await asyncio.gather(*(get("status_page", "status-page") for _ in range(10)))
+    assert (len(builds), len(reads)) == (2, 2)  # one build (one read of the monitors) for the ten
+    assert {status for status, _, _ in answers} == {200}
+    assert len({html for _, html, _ in answers}) == 1  # all ten got the same page: the new one
+    assert sorted(m["name"] for m in parse_page(answers[0][1]).monitors) == ["After", "Before"]
+
+
+async def test_waiters_carry_on_when_the_request_building_the_page_is_cancelled():
+    """Single flight without a single point of failure: the request that builds may be cancelled (its client went
+    away); the requests waiting for it then build once among themselves instead of failing with it. A waiter that is
+    cancelled itself is cancelled, and the build goes on for the others."""
+    builds: list[int] = []
+
+    async def make() -> str:
+        builds.append(len(builds) + 1)
+        if len(builds) == 1:
+            await asyncio.Event().wait()  # never finishes: its request is cancelled below
+        await asyncio.sleep(0.1)
+        return f"page {len(builds)}"
+
+    builder = asyncio.create_task(public.cached(("page",), 30, make))
+    await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(public.cached(("page",), 30, make)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    builder.cancel()
+    await asyncio.sleep(0.01)
+    waiters[-1].cancel()  # this one goes away itself while the second build (by the first waiter) runs
+    with pytest.raises(asyncio.CancelledError):
+        await builder
+    with pytest.raises(asyncio.CancelledError):
+        await waiters[-1]
+    assert await asyncio.gather(*waiters[:-1]) == ["page 2"] * 4
+    assert builds == [1, 2]  # one build after the cancelled one, for all of them
+    assert await public.cached(("page",), 30, make) == "page 2" and builds == [1, 2]  # and cached
+
+
+def test_an_ipv6_address_keeps_its_brackets_in_the_url_shown():
+    from shared.web.status_page import display_url
+
+    assert display_url("http://[2001:db8::1]:8080/x") == "http://[2001:db8::1]:8080/x"
+    assert display_url("https://user:pw@[2001:DB8::2]/health?token=t#f") == "https://[2001:db8::2]/health"
+    assert display_url("http://[::1]/") == "http://[::1]/"
+    assert display_url("https://192.0.2.7:8443/a?b=c") == "https://192.0.2.7:8443/a"  # IPv4 and names as before
+    assert display_url("https://Shop.Example.com/") == "https://shop.example.com/"
+
+
 def svg_root(text: str) -> ET.Element:
     root = ET.fromstring(text)
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
@@ -261,7 +392,7 @@ async def test_badges_are_svg_and_only_for_public_monitors(settings):
     async with Store.open(settings) as store:
         ids = await seed_demo(store)
         odd = (await manage.create_monitor(store, {"kind": "website", "name": "Odd <&> \"quotes\"",
-                                                    "url": "https://odd.example.com/"}))["id"]
+                                                    "url": "https://odd.example.com/", "public": True}))["id"]
 
     async def badge(mid: str, name: str, window: str | None = None) -> tuple[int, ET.Element, dict]:
         status, svg, headers = await get("badge", f"badge/{mid}/{name}", params={"window": window} if window else None,

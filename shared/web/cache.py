@@ -1,6 +1,7 @@
 """A small in-process cache for the anonymous pages, with single flight: while one request builds a value, the
 others with the same key wait for it instead of building their own (a busy page costs the storage account one
-build per expiry, however many visitors arrive at once)."""
+build per expiry, however many visitors arrive at once). When the request that builds is cancelled, the waiting
+ones do not fail with it: one of them builds instead."""
 
 from __future__ import annotations
 
@@ -19,13 +20,21 @@ def clear_cache() -> None:
 
 
 async def cached(key: Hashable, seconds: float, make: Callable[[], Awaitable[Any]]) -> Any:
-    hit = _values.get(key)
-    now = time.monotonic()
-    if hit and hit[0] > now:
-        return hit[1]
-    running = _building.get(key)
-    if running is not None and running.get_loop() is asyncio.get_running_loop():
-        return await asyncio.shield(running)
+    while True:
+        hit = _values.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        running = _building.get(key)
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            break
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not running.cancelled() or (task is not None and task.cancelling()):
+                raise  # we were cancelled ourselves
+            # the request that was building was cancelled (its client went away): the waiters carry on, one of
+            # them builds
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     _building[key] = future
     try:

@@ -1,10 +1,11 @@
-"""The public status page (HTML, no script): every monitor marked public with its status, 90 days of daily uptime
-bars, a sparkline of recent response times, and the incidents going on.
+"""The public status page (HTML, no script): every monitor marked `public: true` (opt-in: a monitor is hidden unless
+marked) with its status, 90 days of daily uptime bars, a sparkline of recent response times, and the incidents going
+on.
 
 Anonymous, so it shows only what a visitor of a public status page may see: a monitor's name, kind, status,
 uptime per day, response times, and — where its kind has a public URL and the monitor does not hide it — that URL
 reduced to scheme, host and path (no user info, no query, no fragment). Never headers, request bodies, error texts,
-resource ids, product ids or any setting. A monitor with `public: false` does not exist for it. The page refreshes
+resource ids, product ids or any setting. A monitor not marked public does not exist for it. The page refreshes
 itself with a meta tag and is cached in-process for PAGE_CACHE_SECONDS (single flight).
 """
 
@@ -53,7 +54,8 @@ def look(status: str, enabled: bool = True) -> tuple[str, str]:
 
 
 def display_url(url: str | None) -> str | None:
-    """scheme://host[:port]/path — never user info, query or fragment (they may hold credentials)."""
+    """scheme://host[:port]/path — never user info, query or fragment (they may hold credentials). An IPv6 address
+    keeps its brackets (`urlsplit().hostname` drops them: http://[2001:db8::1]:8080/ would read 2001:db8::1:8080)."""
     if not url:
         return None
     try:
@@ -64,6 +66,8 @@ def display_url(url: str | None) -> str | None:
         return None
     if not host:
         return None
+    if ":" in host:
+        host = f"[{host}]"
     return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
 
 
