@@ -9,11 +9,13 @@ from apphelp import call, functions
 
 @pytest.fixture
 async def site():
-    """A local website whose status can be flipped; yields (base_url, state)."""
-    state = {"status": 200, "hits": 0}
+    """A local website whose status can be flipped; yields (base_url, state): `hits`, and the `headers` of the
+    latest request."""
+    state = {"status": 200, "hits": 0, "headers": {}}
 
     async def handler(request: web.Request) -> web.Response:
         state["hits"] += 1
+        state["headers"] = dict(request.headers)
         return web.Response(status=state["status"], text="welcome to the shop")
 
     app = web.Application()
@@ -80,7 +82,7 @@ async def test_crud_and_duplicate_url(settings):
                               route={"monitor_id": mid})
     assert status == 422 and body["error"]["details"][0]["field"] == "timeout_seconds"
     status, body = await call("monitor", "GET", f"v1/monitors/{mid}", route={"monitor_id": mid})
-    assert body["timeout_seconds"] == 30.0 and body["name"] == "Shop front"  # the bad patch changed nothing
+    assert body["timeout_seconds"] == 15.0 and body["name"] == "Shop front"  # the bad patch changed nothing (15: the default)
 
     other = await create("https://other.example.com/")
     status, body = await call("monitor", "PATCH", f"v1/monitors/{other['id']}", {"url": "https://shop.example.com"},
@@ -100,6 +102,34 @@ async def test_secret_headers_are_never_shown(settings):
     assert created["headers"] == {"Authorization": "***", "Accept": "x"}
     status, body = await call("monitors", "GET", "v1/monitors")
     assert "s3cr3t" not in str(body)
+
+
+async def test_saving_back_what_get_returned_keeps_the_secret(settings, site):
+    base, state = site
+    mid = (await create(base + "/", headers={"Authorization": "Bearer s3cret", "X-Api-Key": "k3y",
+                                             "Accept": "text/html"}))["id"]
+    route = {"monitor_id": mid}
+    _, shown = await call("monitor", "GET", f"v1/monitors/{mid}", route=route)
+    assert shown["headers"] == {"Authorization": "***", "X-Api-Key": "***", "Accept": "text/html"}
+
+    body = {k: v for k, v in shown.items() if k not in ("target", "created_at", "updated_at", "state")}  # read-only
+    status, patched = await call("monitor", "PATCH", f"v1/monitors/{mid}", {**body, "name": "Shop front"},
+                                 route=route)
+    assert status == 200 and patched["name"] == "Shop front" and patched["headers"] == shown["headers"]
+    await call("monitor_run", "POST", f"v1/monitors/{mid}/run", route=route)
+    assert state["headers"]["Authorization"] == "Bearer s3cret" and state["headers"]["X-Api-Key"] == "k3y"
+    _, again = await call("monitor", "GET", f"v1/monitors/{mid}", route=route)
+    assert again["headers"] == shown["headers"] and "s3cret" not in str(again) and "k3y" not in str(again)
+
+    # a new value replaces the secret, a header left out is removed, "***" where nothing was masked is a value
+    status, _ = await call("monitor", "PATCH", f"v1/monitors/{mid}", {"headers": {
+        "Authorization": "Bearer n3w", "Accept": "***"}}, route=route)
+    assert status == 200
+    await call("monitor_run", "POST", f"v1/monitors/{mid}/run", route=route)
+    assert state["headers"]["Authorization"] == "Bearer n3w" and state["headers"]["Accept"] == "***"
+    assert "X-Api-Key" not in state["headers"]
+    _, listed = await call("monitors", "GET", "v1/monitors")
+    assert listed["items"][0]["headers"] == {"Authorization": "***", "Accept": "***"} and "n3w" not in str(listed)
 
 
 async def test_run_results_paging_downtimes_uptime(settings, site):

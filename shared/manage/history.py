@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS, kind_of, status_info
 from shared import uptime as uptimes
 from shared.errors import Invalid, field_error
-from shared.manage.monitors import iso, load
+from shared.events import EventType
+from shared.manage.monitors import iso, load_entity, looks_like_id
 from shared.storage import event_details
 
 if TYPE_CHECKING:
@@ -23,39 +25,78 @@ def clean(entity: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
     return {k: iso(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey", *drop)}
 
 
+# RFC 3339 (`T`, `t` or a space between date and time; the offset may be left out: UTC). A "+" that arrived
+# unencoded in a query string reads as a space: " 00:00" at the end is the offset "+00:00".
+_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)?")
+YEARS = (2000, 2999)  # times outside are no cursor or range this app has; near 1 or 9999 they overflow the keys
+TIME_HINT = f"an RFC 3339 time such as 2024-05-01T12:00:00Z (years {YEARS[0]}–{YEARS[1]})"
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
 def parse_time(value: str | None, field: str) -> datetime | None:
+    """An optional time from a query parameter: RFC 3339, in years 2000–2999 (422 naming `field` otherwise)."""
     if value in (None, ""):
         return None
     assert value is not None
+    text = re.sub(r" (\d\d:\d\d)$", r"+\1", value)
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+        if not _TIME.fullmatch(text):
+            raise ValueError(text)
+        dt = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
-        raise Invalid(f"{field} must be an ISO-8601 time", field_error(field, "invalid datetime")) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        raise Invalid(f"{field} must be {TIME_HINT}", field_error(field, "invalid date-time")) from None
+    if not YEARS[0] <= dt.year <= YEARS[1]:
+        raise Invalid(f"{field} must be {TIME_HINT}", field_error(field, f"year {dt.year} is outside "
+                                                                         f"{YEARS[0]}–{YEARS[1]}"))
+    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def parse_limit(value: str | int | None, default: int = 50, maximum: int = 1000) -> int:
+def parse_limit(value: str | int | None, default: int = 50, maximum: int = 1000, field: str = "limit") -> int:
+    """An optional page size: plain decimal digits only (" 5 ", "1_0", "5.0" or "٥" are 422 naming `field`)."""
     if value in (None, ""):
         return default
-    try:
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
         limit = int(value)
-    except (TypeError, ValueError):
-        raise Invalid("limit must be a whole number", field_error("limit", "not an integer")) from None
+    else:
+        raise Invalid(f"{field} must be a whole number", field_error(field, "not an integer (digits 0-9 only)"))
     if not 1 <= limit <= maximum:
-        raise Invalid(f"limit must be 1–{maximum}", field_error("limit", f"between 1 and {maximum}"))
+        raise Invalid(f"{field} must be 1–{maximum}", field_error(field, f"between 1 and {maximum}"))
     return limit
 
 
+def event_type(value: str | None) -> str | None:
+    """`?type=` of GET /events: empty (any) or one of the event types (422 listing them)."""
+    if value in (None, ""):
+        return None
+    known = [t.value for t in EventType]
+    if value not in known:
+        raise Invalid("unknown event type", field_error("type", f"one of: {', '.join(known)}"))
+    return value
+
+
+def monitor_filter(value: str | None) -> str | None:
+    """`?monitor_id=` of GET /events: empty (any), or a monitor's (or an alert rule's) id — 32 hex digits."""
+    if value in (None, ""):
+        return None
+    assert value is not None
+    if not looks_like_id(value):
+        raise Invalid("monitor_id must be a monitor's id", field_error("monitor_id", "32 hex digits"))
+    return value
+
+
 async def results(store: Store, monitor_id: str, limit: int = 50, before: datetime | None = None) -> dict:
-    entity, _ = await load(store, monitor_id)
-    kind = kind_of(entity["kind"])
+    entity = await load_entity(store, monitor_id)  # the id is enough: an unreadable definition keeps its history
+    name = entity.get("kind")
+    result_view = KINDS[name].result_view if isinstance(name, str) and name in KINDS else dict
     rows = await store.query_results(monitor_id, limit=limit, before=before)
-    items = [clean(kind.result_view(r), drop=("monitor_id",)) for r in rows]
+    items = [clean(result_view(r), drop=("monitor_id",)) for r in rows]
     return {"items": items, "next_before": items[-1]["ts"] if len(items) == limit else None}
 
 
 async def downtimes(store: Store, monitor_id: str, limit: int = 100) -> dict:
-    await load(store, monitor_id)
+    await load_entity(store, monitor_id)
     items = []
     now = datetime.now(UTC)
     for row in await store.list_downtimes(monitor_id, limit):
@@ -70,7 +111,7 @@ async def downtimes(store: Store, monitor_id: str, limit: int = 100) -> dict:
 async def uptime(store: Store, monitor_id: str, window: str = "24h") -> dict[str, Any]:
     if window not in WINDOWS:
         raise Invalid("window must be one of 24h, 7d, 30d, 90d", field_error("window", f"one of: {', '.join(WINDOWS)}"))
-    await load(store, monitor_id)
+    await load_entity(store, monitor_id)
     now = datetime.now(UTC)
     since = now - WINDOWS[window]
     rolled_until = await uptimes.watermark(store)
@@ -85,7 +126,8 @@ async def uptime(store: Store, monitor_id: str, window: str = "24h") -> dict[str
 
 async def events(store: Store, limit: int = 50, before: datetime | None = None, monitor_id: str | None = None,
                  type_: str | None = None) -> dict[str, Any]:
-    rows = await store.list_events(limit=limit, before=before, monitor_id=monitor_id, type_=type_)
+    rows = await store.list_events(limit=limit, before=before, monitor_id=monitor_filter(monitor_id),
+                                   type_=event_type(type_))
     items = []
     for row in rows:
         item = clean(row, drop=("event_id",))

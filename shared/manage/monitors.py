@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from monitors import KINDS, from_entity, kind_of, parse_spec, to_entity_spec
+from monitors import KINDS, from_entity, kind_of, to_entity_spec
 from monitors.base import next_slot
-from shared.errors import Duplicate, Invalid, NotFound, field_error, validation_details
-from shared.storage import Conflict, etag_of, unique_row
+from shared.errors import Duplicate, Invalid, NotFound, TooLarge, field_error, validation_details
+from shared.storage import Conflict, EntityTooLarge, check_entity, etag_of, unique_row
+from shared.storage.keys import MONITORS_PK
 
 if TYPE_CHECKING:
     from monitors.base import MonitorBase
     from shared.storage import Store
+
+log = logging.getLogger("monitor.manage")
+MASK = "***"  # what a kind's public view shows instead of a secret; sent back in a PATCH it means "unchanged"
+UNREADABLE = "stored definition is unreadable"
+
+
+class Unreadable(Duplicate):
+    """The stored definition no longer parses (409): it can be shown, its history read and it can be deleted, but
+    it cannot be changed or run."""
 
 
 def iso(value: Any) -> Any:
@@ -61,10 +73,26 @@ def parse(payload: Any) -> MonitorBase:
         raise Invalid("kind is required", field_error("kind", f"one of: {', '.join(sorted(KINDS))}"))
     if not isinstance(payload["kind"], str) or payload["kind"] not in KINDS:
         raise unknown_kind()
+    kind = payload["kind"]
     try:
-        return parse_spec(payload)
+        return kind_of(kind).model.model_validate_json(strict_json(payload), strict=True)
     except ValidationError as error:
-        raise Invalid("invalid monitor", validation_details(error, set(KINDS))) from None
+        details = validation_details(error)
+        for detail in details:
+            if detail.get("type") == "extra_forbidden":
+                detail["message"] = f"not a field of {kind} monitors"
+        raise Invalid("invalid monitor", details) from None
+
+
+def strict_json(payload: dict[str, Any]) -> str:
+    """A request body as JSON, for validation in pydantic's strict mode: the types the schema names and no others
+    (`"enabled": 0`, `"interval_seconds": "60"` or `5.0` are 422, not quietly coerced)."""
+    try:
+        return json.dumps(payload, allow_nan=False)
+    except ValueError:  # NaN or Infinity (Python's json reads them): no JSON number
+        raise Invalid("the body holds a number JSON does not have", field_error("(body)", "NaN or Infinity")) from None
+    except RecursionError:
+        raise Invalid("the body is nested too deeply", field_error("(body)", "nested too deeply")) from None
 
 
 def check_targets(cfg: MonitorBase) -> None:
@@ -103,7 +131,7 @@ async def create_monitor(store: Store, payload: Any) -> dict[str, Any]:
     check_targets(cfg)
     cfg.id = uuid.uuid4().hex
     keys = [unique_row(cfg.kind, k) for k in cfg.unique_keys()]
-    entity = _entity(cfg, datetime.now(UTC))
+    entity = fits(_entity(cfg, datetime.now(UTC)), "monitor", MONITORS_PK)
     try:
         await store.insert_monitor(entity, keys)
     except Conflict:
@@ -111,15 +139,63 @@ async def create_monitor(store: Store, payload: Any) -> dict[str, Any]:
     return view(cfg, entity, None, None)
 
 
-async def load(store: Store, monitor_id: str) -> tuple[dict[str, Any], MonitorBase]:
+def too_large(error: EntityTooLarge, what: str) -> TooLarge:
+    """A definition that Table Storage cannot hold (413, nothing written): its size, the limit, what to shorten."""
+    if error.prop is None and error.limit < 1024:
+        message = f"the {what} has too many fields to store ({error.size}; at most {error.limit})"
+    else:
+        part = "the definition" if error.prop in (None, "spec") else f"its {error.prop!r}"
+        message = (f"the {what} is too large to store: {part} takes {error.size:,} bytes in Table Storage, which "
+                   f"allows {error.limit:,}; shorten its longest fields (headers, body, lists, queries, names)")
+    return TooLarge(message, field_error("(body)", message))
+
+
+def fits(entity: dict[str, Any], what: str, partition: str) -> dict[str, Any]:
+    """The entity, checked against Table Storage's limits before anything is written (413 past one)."""
+    try:
+        check_entity({**entity, "PartitionKey": partition})
+    except EntityTooLarge as error:
+        raise too_large(error, what) from None
+    return entity
+
+
+async def load_entity(store: Store, monitor_id: str) -> dict[str, Any]:
+    """The stored row of a monitor, unparsed: what its results, downtimes, uptime and deletion need."""
     entity = await store.get_monitor(monitor_id) if looks_like_id(monitor_id) else None
     if entity is None:
         raise NotFound(f"no monitor {monitor_id}")
-    return entity, from_entity(entity)
+    return entity
+
+
+def readable(entity: dict[str, Any]) -> MonitorBase:
+    """The stored definition parsed; Unreadable (409) when it no longer parses."""
+    try:
+        return from_entity(entity)
+    except Exception as error:  # noqa: BLE001 - any stored garbage: a broken spec, a kind that is gone
+        log.warning("monitor %s: %s: %s", entity.get("RowKey"), UNREADABLE, error)
+        raise Unreadable(f"the {UNREADABLE} (monitor {entity.get('RowKey')}); it cannot be changed or run — delete "
+                         "it and create it again", field_error("(monitor)", UNREADABLE)) from None
+
+
+async def load(store: Store, monitor_id: str) -> tuple[dict[str, Any], MonitorBase]:
+    entity = await load_entity(store, monitor_id)
+    return entity, readable(entity)
+
+
+def unreadable_view(entity: dict[str, Any]) -> dict[str, Any]:
+    """What the API shows of a definition that no longer parses (so it can be seen and deleted)."""
+    kind, name, enabled = entity.get("kind"), entity.get("name"), entity.get("enabled")
+    return {"id": entity["RowKey"], "kind": kind if isinstance(kind, str) else None,
+            "name": name if isinstance(name, str) else "?", "enabled": enabled if isinstance(enabled, bool) else None,
+            "state": {"status": "ERROR", "error": UNREADABLE}}
 
 
 async def get_monitor(store: Store, monitor_id: str) -> dict[str, Any]:
-    entity, cfg = await load(store, monitor_id)
+    entity = await load_entity(store, monitor_id)
+    try:
+        cfg = readable(entity)
+    except Unreadable:
+        return unreadable_view(entity)
     row = await store.get_state(entity["kind"], monitor_id)
     return view(cfg, entity, row.data if row else None, row.status if row else None)
 
@@ -129,17 +205,15 @@ async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str,
         raise unknown_kind()
     entities = await store.list_monitors(kind)
     states: dict[str, Any] = {}
-    for k in {e["kind"] for e in entities}:
+    for k in {str(e.get("kind")) for e in entities} & set(KINDS):
         states.update((await store.load_states(k))[0])
     out = []
     for entity in sorted(entities, key=lambda e: (e.get("name", "").lower(), e["RowKey"])):
         row = states.get(entity["RowKey"])
         try:
-            cfg = from_entity(entity)
-        except Exception:  # noqa: BLE001 - one unreadable definition must not hide the others
-            out.append({"id": entity["RowKey"], "kind": entity.get("kind"), "name": entity.get("name", "?"),
-                        "enabled": entity.get("enabled"), "state": {"status": "ERROR",
-                                                                    "error": "stored definition is unreadable"}})
+            cfg = readable(entity)
+        except Unreadable:  # one unreadable definition must not hide the others
+            out.append(unreadable_view(entity))
             continue
         out.append(view(cfg, entity, row.data if row else None, row.status if row else None))
     return out
@@ -153,7 +227,10 @@ async def update_monitor(store: Store, monitor_id: str, patch: Any) -> dict[str,
     entity, cfg = await load(store, monitor_id)
     if "kind" in patch and patch["kind"] != entity["kind"]:
         raise Invalid("kind cannot be changed", field_error("kind", "read-only"))
-    merged = {**cfg.model_dump(mode="json"), **patch, "id": monitor_id, "kind": entity["kind"]}
+    stored = cfg.model_dump(mode="json")
+    shown = kind_of(cfg.kind).public_view(cfg)
+    patch = {k: unmask(v, shown.get(k), stored[k]) if k in stored else v for k, v in patch.items()}
+    merged = {**stored, **patch, "id": monitor_id, "kind": entity["kind"]}
     if "cron" in patch and patch["cron"] and "interval_seconds" not in patch:
         merged["interval_seconds"] = None
     if "interval_seconds" in patch and patch["interval_seconds"] and "cron" not in patch:
@@ -162,7 +239,7 @@ async def update_monitor(store: Store, monitor_id: str, patch: Any) -> dict[str,
     check_targets(new)
     old_keys = {unique_row(cfg.kind, k) for k in cfg.unique_keys()}
     new_keys = {unique_row(new.kind, k) for k in new.unique_keys()}
-    new_entity = _entity(new, entity.get("created_at") or datetime.now(UTC))
+    new_entity = fits(_entity(new, entity.get("created_at") or datetime.now(UTC)), "monitor", MONITORS_PK)
     try:
         await store.update_monitor(new_entity, etag_of(entity), old_keys - new_keys, new_keys - old_keys)
     except Conflict as conflict:
@@ -178,10 +255,28 @@ async def set_enabled(store: Store, monitor_id: str, enabled: bool) -> dict[str,
     return await update_monitor(store, monitor_id, {"enabled": enabled})
 
 
+def unmask(sent: Any, shown: Any, stored: Any) -> Any:
+    """What a PATCH value means: where the public view showed a masked value (MASK, or a URL with its credentials
+    masked) and the patch sends exactly that back (at the same path, in any nesting of objects), the stored value;
+    anything else as sent (a new value replaces the secret, a key left out of an object removes it)."""
+    if isinstance(sent, str) and sent == shown and MASK in shown and shown != stored:
+        return stored
+    if isinstance(sent, dict) and isinstance(shown, dict) and isinstance(stored, dict):
+        return {k: unmask(v, shown.get(k), stored[k]) if k in stored else v for k, v in sent.items()}
+    return sent
+
+
 async def delete_monitor(store: Store, monitor_id: str) -> None:
-    entity, cfg = await load(store, monitor_id)
-    keys = [unique_row(cfg.kind, k) for k in cfg.unique_keys()]
-    await store.delete_monitor(monitor_id, entity["kind"], keys)
+    entity = await load_entity(store, monitor_id)
+    try:
+        cfg = readable(entity)
+        keys = [unique_row(cfg.kind, k) for k in cfg.unique_keys()]
+    except Unreadable:  # its unique values are unknown: the guard rows that point at it
+        rows = await store.query("monitors", "PartitionKey eq @pk and RowKey ge @lo and monitor_id eq @id",
+                                 {"pk": MONITORS_PK, "lo": "~", "id": monitor_id}, select=["RowKey"])
+        keys = [row["RowKey"] for row in rows]
+    kind = entity.get("kind")
+    await store.delete_monitor(monitor_id, kind if isinstance(kind, str) else "", keys)
 
 
 def kinds() -> list[dict[str, Any]]:

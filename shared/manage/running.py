@@ -22,8 +22,11 @@ def outcome_view(outcome: engine.Outcome) -> dict[str, Any]:
 
 
 async def run_monitor(store: Store, settings: Settings, monitor_id: str) -> dict[str, Any]:
-    await load(store, monitor_id)
-    return outcome_view(await engine.run_monitor(store, settings, monitor_id))
+    await load(store, monitor_id)  # 404 unknown, 409 unreadable
+    try:
+        return outcome_view(await engine.run_monitor(store, settings, monitor_id))
+    except engine.MonitorNotFound:  # deleted while it was being checked
+        raise NotFound(f"no monitor {monitor_id}") from None
 
 
 def known_kind(kind: str) -> str:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from shared.errors import Duplicate, Invalid, NotFound, field_error, validation_details
-from shared.manage.monitors import iso, looks_like_id
+from shared.manage.monitors import fits, iso, looks_like_id, strict_json
 from shared.rules.model import MAX_RULES, RULE_KIND, AlertRule
 from shared.snapshots.views import row_metrics
 from shared.storage import Conflict, etag_of
+from shared.storage.keys import RULES_PK
 
 if TYPE_CHECKING:
     from shared.storage import Store
@@ -28,7 +29,7 @@ def _parse_rule(payload: Any) -> AlertRule:
     if not isinstance(payload, dict):
         raise Invalid("the body must be a JSON object", field_error("(body)", "expected an object"))
     try:
-        return AlertRule.model_validate(payload)
+        return AlertRule.model_validate_json(strict_json(payload), strict=True)
     except ValidationError as error:
         raise Invalid("invalid alert rule", validation_details(error)) from None
 
@@ -88,7 +89,7 @@ async def create_rule(store: Store, payload: Any) -> dict[str, Any]:
     if len(await store.list_alert_rules()) >= MAX_RULES:
         raise Invalid(f"at most {MAX_RULES} alert rules", field_error("(rules)", "delete one first"))
     rule.id = uuid.uuid4().hex
-    entity = _rule_entity(rule, _utcnow())
+    entity = fits(_rule_entity(rule, _utcnow()), "alert rule", RULES_PK)  # 413 past Table Storage's limits
     await store.insert_alert_rule(entity)
     return _rule_view(rule, entity, None, (await _latest_metrics(store)).get(rule.metric))
 
@@ -100,7 +101,7 @@ async def update_rule(store: Store, rule_id: str, patch: Any) -> dict[str, Any]:
         raise Invalid("id cannot be changed", field_error("id", "read-only"))
     entity, rule = await _load_rule(store, rule_id)
     new = _parse_rule({**rule.model_dump(mode="json"), **patch, "id": rule_id})
-    new_entity = _rule_entity(new, entity.get("created_at") or _utcnow())
+    new_entity = fits(_rule_entity(new, entity.get("created_at") or _utcnow()), "alert rule", RULES_PK)
     try:
         await store.replace_alert_rule(new_entity, etag_of(entity))
     except Conflict:

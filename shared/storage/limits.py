@@ -17,7 +17,14 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024  # 4 MiB request, with headroom fo
 
 
 class EntityTooLarge(ValueError):
-    """An entity would break Azure Table Storage limits."""
+    """An entity would break Azure Table Storage limits: `size` against `limit` (bytes, or properties when
+    `prop` is None and the message says so), `prop` the property at fault (None: the whole entity)."""
+
+    def __init__(self, message: str, size: int = 0, limit: int = 0, prop: str | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.prop = prop
 
 
 def value_size(value: Any) -> int:
@@ -36,16 +43,19 @@ def entity_size(entity: dict[str, Any]) -> int:
     """The entity's size as Table Storage counts it; raises EntityTooLarge past a limit."""
     props = [k for k in entity if k not in ("PartitionKey", "RowKey")]
     if len(props) > MAX_PROPERTIES:
-        raise EntityTooLarge(f"{len(props)} properties; Table Storage allows {MAX_PROPERTIES}")
+        raise EntityTooLarge(f"{len(props)} properties; Table Storage allows {MAX_PROPERTIES}", len(props),
+                             MAX_PROPERTIES)
     size = 4 + 2 * len(str(entity.get("PartitionKey", ""))) + 2 * len(str(entity.get("RowKey", "")))
     for name in props:
         value = entity[name]
         vsize = value_size(value)
         if isinstance(value, (str, bytes, bytearray)) and vsize - 4 > MAX_STRING_BYTES:
-            raise EntityTooLarge(f"property {name!r} is {vsize - 4} bytes; a property may hold {MAX_STRING_BYTES}")
+            raise EntityTooLarge(f"property {name!r} is {vsize - 4} bytes; a property may hold {MAX_STRING_BYTES}",
+                                 vsize - 4, MAX_STRING_BYTES, name)
         size += 8 + 2 * len(name) + vsize
     if size > MAX_ENTITY_BYTES:
-        raise EntityTooLarge(f"entity is {size} bytes; Table Storage allows {MAX_ENTITY_BYTES}")
+        raise EntityTooLarge(f"entity is {size} bytes; Table Storage allows {MAX_ENTITY_BYTES}", size,
+                             MAX_ENTITY_BYTES)
     return size
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.triggers.http import ANONYMOUS, KEY, body_of, error, handle, paging, respond
+from shared.triggers.http import ANONYMOUS, KEY, body_of, error, handle, paging, query, respond
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -40,7 +40,7 @@ async def monitors(req: func.HttpRequest) -> func.HttpResponse:
     async def work(store: Store) -> func.HttpResponse:
         if req.method == "POST":
             return respond(await manage.create_monitor(store, body_of(req)), 201)
-        return respond({"items": await manage.list_monitors(store, req.params.get("kind") or None)})
+        return respond({"items": await manage.list_monitors(store, query(req, "kind") or None)})
 
     return await handle(work)
 
@@ -78,7 +78,7 @@ async def monitor_downtimes(req: func.HttpRequest) -> func.HttpResponse:
     from shared import manage
 
     async def work(store: Store) -> func.HttpResponse:
-        limit = manage.parse_limit(req.params.get("limit"), default=100)
+        limit = manage.parse_limit(query(req, "limit"), default=100)
         return respond(await manage.downtimes(store, req.route_params["monitor_id"], limit))
 
     return await handle(work)
@@ -89,7 +89,7 @@ async def monitor_uptime(req: func.HttpRequest) -> func.HttpResponse:
     from shared import manage
 
     async def work(store: Store) -> func.HttpResponse:
-        window = req.params.get("window") or "24h"
+        window = query(req, "window") or "24h"
         return respond(await manage.uptime(store, req.route_params["monitor_id"], window))
 
     return await handle(work)
@@ -127,8 +127,8 @@ async def events(req: func.HttpRequest) -> func.HttpResponse:
 
     async def work(store: Store) -> func.HttpResponse:
         limit, before = paging(req)
-        return respond(await manage.events(store, limit, before, req.params.get("monitor_id") or None,
-                                           req.params.get("type") or None))
+        return respond(await manage.events(store, limit, before, query(req, "monitor_id") or None,
+                                           query(req, "type") or None))
 
     return await handle(work)
 

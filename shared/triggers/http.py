@@ -40,14 +40,29 @@ def body_of(req: func.HttpRequest) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ServiceError("the body is not valid JSON", field_error("(body)", str(exc))) from None
+    except RecursionError:
+        raise ServiceError("the body is nested too deeply", field_error("(body)", "nested too deeply")) from None
+
+
+def query(req: func.HttpRequest, name: str) -> str | None:
+    """A query parameter, given at most once (`?limit=1&limit=2` is a 422 naming it, not whichever one the host
+    kept); None when absent."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from shared.errors import Invalid, field_error
+
+    given = sum(1 for key, _ in parse_qsl(urlsplit(req.url).query, keep_blank_values=True) if key == name)
+    if given > 1:
+        raise Invalid(f"{name} is given {given} times", field_error(name, "give it at most once"))
+    return req.params.get(name)
 
 
 def paging(req: func.HttpRequest, default: int = 50, maximum: int = 1000) -> tuple[int, Any]:
     """`?limit=&before=` of a cursor-paged listing, validated (422 with the field named)."""
     from shared.manage.history import parse_limit, parse_time
 
-    return (parse_limit(req.params.get("limit"), default=default, maximum=maximum),
-            parse_time(req.params.get("before"), "before"))
+    return (parse_limit(query(req, "limit"), default=default, maximum=maximum),
+            parse_time(query(req, "before"), "before"))
 
 
 async def handle(work: Callable[[Store], Awaitable[func.HttpResponse]]) -> func.HttpResponse:

@@ -8,11 +8,12 @@ alert-rules, metrics/prometheus. Anonymous and read-only: /api/status-page and /
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.triggers.http import ANONYMOUS, KEY, body_of, handle, paging, respond
+from shared.triggers.http import ANONYMOUS, KEY, body_of, handle, paging, query, respond
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -50,10 +51,9 @@ def _wait(value: str | None) -> float:
 
     if value in (None, ""):
         return WAIT_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
+    assert value is not None
+    # a JSON number, nothing looser (" 5 ", "1_0", "nan" and "٥" are 422)
+    seconds = float(value) if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", value) else -1.0
     if not 0 <= seconds <= 30:
         raise Invalid("wait must be 0–30 seconds", field_error("wait", "between 0 and 30"))
     return seconds
@@ -76,8 +76,8 @@ async def snapshot(req: func.HttpRequest) -> func.HttpResponse:
     from shared import snapshots
 
     async def work(store: Store) -> func.HttpResponse:
-        persist = _flag(req.params.get("persist"), "persist")
-        body = await snapshots.take_snapshot(store, _settings(), persist, _wait(req.params.get("wait")))
+        persist = _flag(query(req, "persist"), "persist")
+        body = await snapshots.take_snapshot(store, _settings(), persist, _wait(query(req, "wait")))
         return respond(body)  # 200 always: `persisted` and `coalesced` say what happened
 
     response = await handle(work)
@@ -92,7 +92,7 @@ async def history(req: func.HttpRequest) -> func.HttpResponse:
 
     async def work(store: Store) -> func.HttpResponse:
         limit, before = paging(req, default=20, maximum=500)
-        return respond(await snapshots.history(store, limit, before, _flag(req.params.get("full"), "full")))
+        return respond(await snapshots.history(store, limit, before, _flag(query(req, "full"), "full")))
 
     return await handle(work)
 
@@ -102,8 +102,8 @@ async def timeseries(req: func.HttpRequest) -> func.HttpResponse:
     from shared import snapshots
 
     async def work(store: Store) -> func.HttpResponse:
-        return respond(await snapshots.timeseries(store, req.params.get("metric"), req.params.get("from"),
-                                                  req.params.get("to")))
+        return respond(await snapshots.timeseries(store, query(req, "metric"), query(req, "from"),
+                                                  query(req, "to")))
 
     return await handle(work)
 
@@ -178,21 +178,35 @@ async def status_page(req: func.HttpRequest) -> func.HttpResponse:
                              headers={"Cache-Control": f"public, max-age={int(PAGE_CACHE_SECONDS)}", **PAGE_HEADERS})
 
 
+def _badge_window(req: func.HttpRequest) -> str:
+    """`?window=` of the uptime badge (empty: 30d); given more than once it is no window (the 422 badge)."""
+    from shared.errors import ServiceError
+
+    try:
+        return query(req, "window") or "30d"
+    except ServiceError:
+        return "(repeated)"
+
+
 @bp.route(route="badge/{monitor_id}/{badge}", methods=["GET"], auth_level=ANONYMOUS)
 async def badge(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.manage.history import WINDOWS
     from shared.storage import Store
     from shared.web import badges
 
     monitor_id, name = req.route_params["monitor_id"], req.route_params["badge"]
     try:
+        window = _badge_window(req)
         if name not in ("status.svg", "uptime.svg"):
             code, svg = badges.not_found_badge()
+        elif window not in WINDOWS:  # for either badge: a parameter that is given is checked
+            code, svg = 422, badges.badge_svg("window", ", ".join(WINDOWS), badges.BADGE_COLORS["grey"])
         else:
             async with Store.open(_settings()) as store:
                 if name == "status.svg":
                     code, svg = await badges.status_badge(store, monitor_id)
                 else:
-                    code, svg = await badges.uptime_badge(store, monitor_id, req.params.get("window") or "30d")
+                    code, svg = await badges.uptime_badge(store, monitor_id, window)
     except Exception:
         log.exception("badge failed")
         code, svg = 503, badges.badge_svg("status", "unavailable", badges.BADGE_COLORS["grey"])

@@ -17,11 +17,15 @@ FLAG_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|
 ERRORS = {
     400: "The body is not valid JSON",
     404: "Unknown id (or route parameter)",
-    409: "Conflict: a unique field is taken, or the definition was changed concurrently",
+    409: "Conflict: a unique field is taken, the definition was changed concurrently, or the stored definition is "
+         "unreadable (it can only be read and deleted)",
+    413: "The definition is too large to store (Azure Table Storage's limits; the message has its size and the "
+         "limit); nothing was written",
     422: "Invalid input; `details` names each field",
     500: "The request failed unexpectedly (the function logs have the cause)",
 }
-UNAUTHORIZED = {"description": "No or a wrong function key (answered by the Functions host, without a body)"}
+UNAUTHORIZED = {"description": "No or a wrong function key (answered by the Functions host: in Azure without a "
+                "body; the local host sends the JSON error body)"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -55,7 +59,10 @@ def _path(name: str, description: str) -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+    """A query parameter (given at most once: twice is a 422). An optional one may be empty (`?kind=`), which
+    means the same as leaving it out."""
+    out = {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+    return out if required else {**out, "allowEmptyValue": True}
 
 
 def _limit(default: int, maximum: int) -> dict[str, Any]:
@@ -70,8 +77,10 @@ def _flag(name: str, description: str) -> dict[str, Any]:
 
 MID = _path("monitor_id", "The monitor's id (32 hex digits; anything else is unknown: 404).")
 RID = _path("rule_id", "The rule's id (32 hex digits; anything else is unknown: 404).")
-BEFORE = _query("before", {"type": "string", "format": "date-time"},
-                "Cursor: an ISO-8601 time, exclusive (the previous page's `next_before`).")
+TIME = {"type": "string", "format": "date-time", "pattern": "^2[0-9]{3}-"}  # shared/manage/history.py parse_time
+ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+BEFORE = _query("before", TIME, "Cursor: an RFC 3339 time in the years 2000–2999, exclusive (the previous page's "
+                "`next_before`).")
 DELETED = {"204": {"description": "Deleted"}}
 
 
@@ -165,6 +174,7 @@ def document() -> dict[str, Any]:
 def _api_paths(ref: Any) -> dict[str, Any]:
     """shared/triggers/api.py."""
     from monitors import KINDS
+    from shared.events import EventType
     from shared.manage.history import WINDOWS
 
     kinds = {"type": "string", "enum": sorted(KINDS)}
@@ -177,13 +187,16 @@ def _api_paths(ref: Any) -> dict[str, Any]:
             "get": _op("listMonitors", "Monitors with their state, by name", {"200": _json(ref("MonitorList"))}, 422,
                        params=[_query("kind", kinds, "Only monitors of this kind (empty: all).")]),
             "post": _op("createMonitor", "Create a monitor", {"201": _json(ref("MonitorView"), "Created")},
-                        400, 409, 422, body=ref("MonitorSpec"))},
+                        400, 409, 413, 422, body=ref("MonitorSpec"))},
         "/api/v1/monitors/{monitor_id}": {
             "parameters": [MID],
-            "get": _op("getMonitor", "One monitor with its state", {"200": _json(ref("MonitorView"))}, 404),
-            "patch": _op("updateMonitor", "Change fields of a monitor", {"200": _json(ref("MonitorView"))},
-                         400, 404, 409, 422, body=ref("MonitorPatch")),
-            "delete": _op("deleteMonitor", "Delete a monitor", DELETED, 404)},
+            "get": _op("getMonitor", "One monitor with its state (a stored definition that no longer parses: "
+                       "UnreadableMonitor, as the list shows it)", {"200": _json(
+                           {"anyOf": [ref("MonitorView"), ref("UnreadableMonitor")]})}, 404),
+            "patch": _op("updateMonitor", "Change fields of a monitor (a secret shown as \"***\" and sent back as "
+                         "\"***\" keeps its value)", {"200": _json(ref("MonitorView"))},
+                         400, 404, 409, 413, 422, body=ref("MonitorPatch")),
+            "delete": _op("deleteMonitor", "Delete a monitor (an unreadable one too)", DELETED, 404)},
         "/api/v1/monitors/{monitor_id}/results": {"parameters": [MID], "get": _op(
             "listResults", "Check results, newest first, cursor-paged", {"200": _json(ref("ResultsPage"))}, 404, 422,
             params=[_limit(50, 1000), BEFORE])},
@@ -197,7 +210,7 @@ def _api_paths(ref: Any) -> dict[str, Any]:
                            "How far back (empty: 24h).")])},
         "/api/v1/monitors/{monitor_id}/run": {"parameters": [MID], "post": _op(
             "runMonitor", "Check the monitor now (enabled or not) and store the result",
-            {"200": _json(ref("RunResult"))}, 404)},
+            {"200": _json(ref("RunResult"))}, 404, 409)},
         "/api/v1/kinds/{kind}/{action}": {"parameters": [
             {**_path("kind", "A monitor kind (any other: 404)."), "schema": kinds},
             {**_path("action", "run: check every due monitor of the kind now; pause/resume its timer (any other: "
@@ -208,9 +221,9 @@ def _api_paths(ref: Any) -> dict[str, Any]:
         "/api/v1/events": {"get": _op(
             "listEvents", "Events with their delivery status, newest first, cursor-paged",
             {"200": _json(ref("EventsPage"))}, 422, params=[
-                _limit(50, 1000), BEFORE, _query("monitor_id", {"type": "string"}, "Only this monitor's events."),
-                _query("type", {"type": "string", "examples": ["MONITOR_DOWN"]},
-                       "Only events of this type (an EventType; any other value matches none).")])},
+                _limit(50, 1000), BEFORE, _query("monitor_id", ID, "Only this monitor's (or alert rule's) events."),
+                _query("type", {"type": "string", "enum": [t.value for t in EventType]},
+                       "Only events of this type (any other: 422).")])},
         "/api/v1/metrics": {"get": _op(
             "getReadings", "Metric readings of the monitors that have them (resources), from their stored results "
             "(nothing is measured)", {"200": _json(ref("Readings"))})},
@@ -247,21 +260,21 @@ def _web_paths(ref: Any) -> dict[str, Any]:
             params=[_limit(20, 500), BEFORE, _flag("full", "Include each whole snapshot:")])},
         "/api/v1/timeseries": {"get": _op(
             "getTimeSeries", "Snapshot metrics over time, oldest first", {"200": _json(ref("TimeSeries"))}, 422,
-            params=[metric, _query("from", {"type": "string", "format": "date-time"},
-                                   "Start, inclusive (empty: 24 h before `to`; at most 400 days before it)."),
-                    _query("to", {"type": "string", "format": "date-time"}, "End, inclusive (empty: now).")])},
+            params=[metric, _query("from", TIME, "Start, inclusive (empty: 24 h before `to`; at most 400 days "
+                                   "before it; years 2000–2999)."),
+                    _query("to", TIME, "End, inclusive (empty: now; years 2000–2999).")])},
         "/api/v1/bootstrap": {"get": _op(
             "bootstrap", "What a UI needs in one call: kinds and their schemas, metrics, latest snapshot, alert "
             "rules, version", {"200": _json(ref("Bootstrap"))})},
         "/api/v1/alert-rules": {
             "get": _op("listAlertRules", "Alert rules with their state", {"200": _json(ref("AlertRuleList"))}),
             "post": _op("createAlertRule", "Create an alert rule", {"201": _json(ref("AlertRuleView"), "Created")},
-                        400, 422, body=ref("AlertRule"))},
+                        400, 413, 422, body=ref("AlertRule"))},
         "/api/v1/alert-rules/{rule_id}": {
             "parameters": [RID],
             "get": _op("getAlertRule", "One alert rule with its state", {"200": _json(ref("AlertRuleView"))}, 404),
             "patch": _op("updateAlertRule", "Change fields of an alert rule", {"200": _json(ref("AlertRuleView"))},
-                         400, 404, 409, 422, body=ref("AlertRulePatch")),
+                         400, 404, 409, 413, 422, body=ref("AlertRulePatch")),
             "delete": _op("deleteAlertRule", "Delete an alert rule", DELETED, 404)},
         "/api/v1/metrics/prometheus": {"get": _op(
             "prometheus", "Every monitor in the Prometheus text format 0.0.4",

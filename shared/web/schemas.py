@@ -102,12 +102,29 @@ _timers: dict[str, Any] = {kind: (Timer, ...) for kind in sorted(KINDS)}  # kind
 Timers = create_model("Timers", __base__=Strict, __doc__="Every kind's timer.", **_timers)
 
 
+class ChannelProblem(Strict):
+    error: str
+    since: datetime | None
+
+
+class DeliveryHealth(Strict):
+    """Delivery's own health: channels refusing everything, operator notices lost, poison-queue depths."""
+
+    status: Literal["ok", "degraded"]
+    channels_failing: dict[str, ChannelProblem]
+    notices_lost: int
+    last_lost_at: datetime | None
+    last_lost: str | None
+    poison_queues: dict[str, int]
+
+
 class HealthFields(Strict):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="degraded: storage answers, but delivery has a problem")
     version: str
     time: datetime
     storage: Literal["ok"]
     email_enabled: bool
+    delivery: DeliveryHealth
 
 
 Health = create_model("Health", __base__=HealthFields, __doc__="Storage is reachable: every kind's timer.",
@@ -261,6 +278,10 @@ class EventRow(Strict):
     details: dict[str, Any]
     delivery: DeliveryStatus
     delivery_error: str | Absent = Field(None, description='"" once delivered without error.')
+    next_try_at: datetime | Absent = Field(None, description="While delivery is pending: when it is tried again.")
+    attempts: int | Absent = Field(None, description="While delivery is pending: the tries so far.")
+    replaces: str | Absent = Field(None, description='A newer event of the monitor with this key makes this one moot '
+                                   'if it has not gone out yet ("" or missing: none).')
 
 
 class EventsPage(Strict):
@@ -299,6 +320,7 @@ class KindRun(Strict):
     events: int
     paused: bool
     storage_requests: int
+    not_checked: int = Field(description="Due, but not started before the run's time budget ran out.")
     results: list[RunResult]
 
 
