@@ -31,6 +31,7 @@ from monitors.contract import CheckContext, CheckResult
 from shared.engine.outbox import publish
 from shared.engine.settle import Outcome, evaluate, result_row, settle, unchanged
 from shared.secrets import scrub, scrub_obj
+from shared.storage.limits import MAX_BATCH_ENTITIES
 from shared.text import clip
 
 if TYPE_CHECKING:
@@ -192,31 +193,37 @@ def _decide(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: Che
 
 
 class ResultWriter:
-    """Result rows, written in batches while a tick settles: when FLUSH_ROWS are waiting or the oldest has waited
-    FLUSH_SECONDS (a timer, so rows never wait for a slow check to finish), and at the end (slot-keyed upserts:
-    order does not matter, a repeat overwrites)."""
+    """Result rows, written while a tick settles. Rows wait per partition; a partition that has a full transaction
+    (MAX_BATCH_ENTITIES rows) sends it at once, and the rest goes when the oldest waiting row has waited
+    FLUSH_SECONDS (a timer, so rows never wait for a slow check to finish) or at the end. So a tick of N results
+    costs about N / 100 transactions, however the checks finish (slot-keyed upserts: order does not matter, a
+    repeat overwrites)."""
 
-    FLUSH_ROWS = 400
-    FLUSH_SECONDS = 2.0  # a normal tick writes its results in one go; a slow one, every few seconds
+    FLUSH_SECONDS = 3.0  # a normal tick writes its results in full transactions; a slow one, every few seconds
 
     def __init__(self, store: Store, summary: TickSummary) -> None:
         self.store, self.summary = store, summary
-        self.rows: list[dict[str, Any]] = []
+        self.waiting: dict[str, list[dict[str, Any]]] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.flushing: set[asyncio.Task[None]] = set()
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.FLUSH_ROWS:
-            self._flush()
-        elif self.timer is None:
+        rows = self.waiting.setdefault(row["PartitionKey"], [])
+        rows.append(row)
+        if len(rows) >= MAX_BATCH_ENTITIES:
+            self._send(self.waiting.pop(row["PartitionKey"]))
+        if self.timer is None and self.waiting:
             self.timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self._flush)
 
     def _flush(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        rows, self.rows = self.rows, []
+        rows = [row for group in self.waiting.values() for row in group]
+        self.waiting = {}
+        self._send(rows)
+
+    def _send(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             task = asyncio.create_task(self._write(rows))
             self.flushing.add(task)
