@@ -1,12 +1,17 @@
 """Parts lists against InvenTree: can we build `kits` of this list, or of this assembly's BOM, now?
 
-One check resolves every line in InvenTree (by pk, IPN, or exact name + revision), reads its stock
-(INVENTREE_AVAILABLE_FIELD) and computes per line required = quantity × kits, missing = max(0, required −
-available), and overall: lines, lines short, total missing, kits buildable now (min over lines of
-floor(available / quantity)) and warnings (not found, ambiguous, inactive).
+One check resolves every line in InvenTree (by pk, IPN, or exact name + revision; IPNs and names in bulk, an
+assembly's BOM with every part's stock in three requests), reads its stock (INVENTREE_AVAILABLE_FIELD) and
+computes, as InvenTree does (monitors/parts_bom.py): per part required for `kits` kits (quantity, setup quantity,
+attrition, rounding multiple; two lines of one part together), missing = max(0, required − available), and
+overall: lines, lines short, total missing, kits buildable now (InvenTree's `can_build`: virtual parts and
+consumable lines do not count, substitutes and variants do) and warnings (not found, ambiguous, inactive). An
+assembly that is not one part with a BOM in InvenTree (not found, ambiguous, no lines) is an ERROR, like
+InvenTree not answering. `expand_subassemblies` builds what a sub-assembly lacks from its own BOM;
+`include_on_order` shows what is on open purchase orders (never counted as available).
 
 The InvenTree client (shared/clients/inventree.py) is plain aiohttp on the run's trusted session, not the
-`inventree` PyPI client (README, "Parts lists" says why); every parts monitor of a run shares one client
+`inventree` PyPI client (docs/kinds/parts.md says why); every parts monitor of a run shares one client
 (`check_batch`), so common parts are fetched once. The report itself is computed in monitors/parts_report.py.
 
 How a run becomes e-mails:
@@ -37,19 +42,21 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from monitors.base import MonitorBase
-from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, warning
+from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, as_text, healthy, warning
 from monitors.parts_report import (  # noqa: F401
     DETAIL_BUDGET,
     MAX_WARNINGS,
     REPORT_BUDGET,
+    Bom,
     Found,
+    Need,
     PartLine,
     PartRef,
+    assess,
     build_report,
     capped,
     critical_report,
     fit,
-    line_of,
     public_row,
     result_data,
     significance_hash,
@@ -57,7 +64,13 @@ from monitors.parts_report import (  # noqa: F401
     summary_line,
 )
 from monitors.policy import error_policy
-from shared.clients.inventree import MAX_IN_FLIGHT, InvenTree, InvenTreeError, NotConfigured  # noqa: F401
+from shared.clients.inventree import (  # noqa: F401
+    MAX_IN_FLIGHT,
+    InvenTree,
+    InvenTreeError,
+    NotConfigured,
+    Unresolved,
+)
 from shared.events import Event, EventType
 from shared.text import clip
 
@@ -84,7 +97,13 @@ class Config(MonitorBase):
     notify_condition: Literal["on_change", "always"] = Field(
         "on_change", description="on_change: e-mail a report when shortages or buildable kits change; always: "
         "every run.")
-    include_optional: bool = Field(True, description="Assembly mode: count BOM lines marked optional.")
+    include_optional: bool = Field(True, description="Assembly mode: count BOM lines marked optional (InvenTree's "
+                                   "can_build counts them).")
+    expand_subassemblies: bool = Field(False, description="A line whose part is itself an assembly, with too "
+                                       "little stock, builds the rest from its own BOM (sharing the stock of every "
+                                       "other line).")
+    include_on_order: bool = Field(False, description="Show what is on open purchase orders for each part "
+                                   "(never counted as available).")
 
     @model_validator(mode="after")
     def _one_source(self) -> Config:
@@ -104,8 +123,18 @@ class PartsResult(CheckResult):
 
 
 def _failed(cfg: Config, error: Exception, latency: float | None, reason: str) -> PartsResult:
-    report = critical_report(cfg, reason)
+    # an assembly that is not in InvenTree is the definition's problem: its audience may read what to fix
+    report = critical_report(cfg, reason, str(error) if isinstance(error, Unresolved) else None)
     return PartsResult("error", latency, clip(str(error), 1000), result_data(report), report=report)
+
+
+def monitor_page(cfg: Config, settings: Any) -> str | None:
+    """Where a recipient can look at the monitor: its place on the public status page, when it is public (every
+    other route needs a key)."""
+    base = getattr(settings, "public_base_url", None)
+    if not cfg.public or not base or not cfg.id:
+        return None
+    return f"{base.rstrip('/')}/api/status-page#m-{cfg.id}"
 
 
 async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, CheckResult]:
@@ -122,15 +151,19 @@ async def check_batch(configs: list[Config], ctx: CheckContext) -> dict[str, Che
         try:
             report = await build_report(cfg, client, field)
         except InvenTreeError as error:
-            return cfg.id or "", _failed(cfg, error, _ms(started), error.reason)
+            result = _failed(cfg, error, _ms(started), error.reason)
         except Exception as error:
             log.exception("parts check of monitor %s (%s) failed", cfg.id, cfg.name)
-            return cfg.id or "", _failed(cfg, RuntimeError(f"checker failed: {type(error).__name__}: {error}"),
-                                         _ms(started), "the check failed")
-        report["inventree_url"] = client.url
-        report["available_field"] = field
-        return cfg.id or "", PartsResult("down" if report["lines_short"] else "up", _ms(started), None,
-                                         result_data(report), report=report)
+            result = _failed(cfg, RuntimeError(f"checker failed: {type(error).__name__}: {error}"), _ms(started),
+                             "the check failed")
+        else:
+            report["inventree_url"] = client.url
+            report["available_field"] = field
+            result = PartsResult("down" if report["lines_short"] else "up", _ms(started), None, result_data(report),
+                                 report=report)
+        if result.report is not None:
+            result.report["monitor_page"] = monitor_page(cfg, settings)
+        return cfg.id or "", result
 
     return dict(await asyncio.gather(*(one(cfg) for cfg in configs)))
 
@@ -203,6 +236,11 @@ class Parts(Kind[Config]):
     def samples(self, row: dict[str, Any]) -> list[Sample]:
         return [Sample(f"parts_{field}", row.get(field)) for field in ("lines_short", "total_missing",
                                                                          "kits_buildable")]
+
+    def result_columns(self, row: dict[str, Any]) -> dict[str, str]:
+        short, lines = as_text(row.get("lines_short")), row.get("lines")
+        return {"lines short": f"{short} of {lines}" if short and lines is not None else short,
+                "kits": as_text(row.get("kits_buildable")), "missing": as_text(row.get("total_missing"))}
 
 
 PLUGIN = Parts()

@@ -1,21 +1,23 @@
-"""The availability report of a parts list or an assembly's BOM: resolving each line in InvenTree, what each line
-needs and lacks for `kits` kits, the kits buildable now, and the significance hash that decides whether a report is
-news (which lines are short and by how much, the kits buildable capped at the kits wanted, the critical state)."""
+"""The availability report of a parts list or an assembly's BOM: each part's line (what it needs for `kits` kits,
+what is there, what is missing and why), the kits buildable now, and the significance hash that decides whether a
+report is news (which lines are short and by how much, the kits buildable capped at the kits wanted, the critical
+state). Reading the lines is monitors/parts_read.py's, the arithmetic monitors/parts_bom.py's.
+
+One row per part: two lines of the same part are one row (they draw on one stock). Its `note` says why it is
+short ("short by 3", "sub-assembly: 2 buildable from its BOM", "3 on order, not counted") and what else matters
+(consumable or virtual, so not counted; substitutes or variants counted; inactive; the BOM reference).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import math
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from shared.clients.inventree import BadReply, InvenTree
-from shared.text import clip, plural
+from monitors.parts_bom import Bom, Ledger, Need, draw, line_kits, most_kits, stock_of
+from monitors.parts_read import Found, PartLine, PartRef, Reader, choose, describe, resolve  # noqa: F401
+from shared.clients.inventree import InvenTree
+from shared.text import clip, plural, quantity
 
 if TYPE_CHECKING:
     from monitors.parts import Config
@@ -25,156 +27,116 @@ DETAIL_BUDGET = 16_000  # JSON characters of a result row's `detail` (a property
 MAX_WARNINGS = 50
 
 
-class PartRef(BaseModel):
-    """One InvenTree part: exactly one of pk, ipn or name; `version` (InvenTree's `revision`) with ipn or name."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    pk: int | None = Field(None, ge=1, le=2**31 - 1, description="InvenTree part id.")
-    ipn: str | None = Field(None, min_length=1, max_length=100, description="Internal part number (exact, any "
-                            "case).")
-    name: str | None = Field(None, min_length=1, max_length=200, description="Exact part name.")
-    version: str | None = Field(None, max_length=100, description="The part's `revision` in InvenTree (\"\" = no "
-                                "revision); picks one of several revisions sharing a name or IPN.")
-
-    @model_validator(mode="after")
-    def _one_key(self) -> PartRef:
-        given = [key for key in ("pk", "ipn", "name") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of pk, ipn or name")
-        if self.pk is not None and self.version is not None:
-            raise ValueError("version goes with ipn or name; a pk names one revision already")
-        return self
-
-    def label(self) -> str:
-        if self.pk is not None:
-            return f"pk {self.pk}"
-        base = f"IPN {self.ipn}" if self.ipn is not None else str(self.name)
-        return base + (f" rev {self.version}" if self.version else "")
+def _round(value: Any) -> float:
+    return round(float(value) + 0.0, 6)
 
 
-class PartLine(PartRef):
-
-    quantity: float = Field(..., gt=0, le=1e9, description="Needed per kit.")
-
-
-# -------------------------------------------------------------------------------------------- resolution
-
-
-@dataclass(slots=True)
-class Found:
-    part: dict[str, Any] | None
-    status: Literal["ok", "not_found", "ambiguous"]
-    warning: str | None = None
-
-
-def describe(part: dict[str, Any], flag_inactive: bool = True) -> str:
-    """'pk 7 Widget PCB rev A (inactive)'."""
-    rev = str(part.get("revision") or "")
-    return f"pk {part.get('pk')} {part.get('name')}" + (f" rev {rev}" if rev else "") \
-        + ("" if part.get("active", True) or not flag_inactive else " (inactive)")
-
-
-def choose(ref: PartRef, candidates: list[dict[str, Any]]) -> Found:
-    """The one part `ref` means among `candidates`, compared here exactly (the server's filters are only a
-    first cut): IPN any case, name exact (any case only when no exact match), revision any case."""
-    label = ref.label()
-    if ref.ipn is not None:
-        candidates = [p for p in candidates if str(p.get("IPN") or "").casefold() == ref.ipn.casefold()]
-    if ref.name is not None:
-        candidates = [p for p in candidates if p.get("name") == ref.name] or \
-            [p for p in candidates if str(p.get("name") or "").casefold() == ref.name.casefold()]
-    named = candidates
-    if ref.version is not None:
-        candidates = [p for p in candidates if str(p.get("revision") or "").casefold() == ref.version.casefold()]
-    if not candidates:
-        if named:
-            revisions = ", ".join(sorted({str(p.get("revision") or "") or "(none)" for p in named}))
-            return Found(None, "not_found", f"{label}: no such revision in InvenTree (there: {revisions})")
-        return Found(None, "not_found", f"{label}: not found in InvenTree")
-    if len(candidates) > 1:
-        listed = "; ".join(describe(p) for p in candidates[:5]) + (" …" if len(candidates) > 5 else "")
-        return Found(None, "ambiguous", f"{label}: {len(candidates)} parts match in InvenTree ({listed}); "
-                                        "give `version`, or the `pk`")
-    part = candidates[0]
-    if not part.get("active", True):
-        return Found(part, "ok", f"{describe(part, flag_inactive=False)} is inactive in InvenTree")
-    return Found(part, "ok")
-
-
-async def resolve(client: InvenTree, ref: PartRef) -> Found:
-    if ref.pk is not None:
-        part = await client.part(ref.pk)
-        return choose(ref, [part]) if part is not None else Found(None, "not_found", f"{ref.label()}: no such "
-                                                                                     "part in InvenTree")
-    if ref.ipn is not None:
-        return choose(ref, await client.parts_by_ipn(ref.ipn))
-    return choose(ref, await client.parts_by_name(ref.name or ""))
-
-
-async def _all(awaitables: list[Awaitable[Any]]) -> list[Any]:
-    """gather, but every failure is retrieved (no 'exception never retrieved') and the first one raised."""
-    results = await asyncio.gather(*awaitables, return_exceptions=True)
-    for item in results:
-        if isinstance(item, BaseException):
-            raise item
-    return results
-
-
-# ----------------------------------------------------------------------------------------- calculation
-
-
-def _round(value: float) -> float:
-    return round(value + 0.0, 6)
-
-
-def _stock(part: dict[str, Any], field: str) -> float:
-    value = part.get(field)
-    try:
-        number = float(value)  # type: ignore[arg-type]  # lenient: 25.0 here and "25.000000" there; None fails
-    except (TypeError, ValueError):
-        raise BadReply(f"part pk {part.get('pk')} has no number in {field!r} (INVENTREE_AVAILABLE_FIELD)") \
-            from None
-    return max(0.0, number) if math.isfinite(number) else 0.0
-
-
-def line_of(ref: PartRef, quantity: float, kits: int, found: Found, field: str,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One report line. An unresolved line counts as short by all it needs: nobody can build without it."""
-    extra = extra or {}
-    required = _round(quantity * kits)
-    notes = [n for n in (extra.get("reference"), "optional" if extra.get("optional") else None) if n]
-    part = found.part
+def _row(needs: list[Need], stock: dict[str, Any], ledger: Ledger, kits: int,
+         include_on_order: bool) -> dict[str, Any]:
+    """One part's row: all its lines (of the list or the top of the BOM) together."""
+    first = needs[0]
+    part, key = first.part, first.key
+    quantity_per_kit = sum(n.quantity for n in needs)
+    row: dict[str, Any] = {"part": first.label, "pk": None, "ipn": "", "version": "", "lines": len(needs),
+                           "quantity": _round(quantity_per_kit)}
+    if part is not None:
+        row.update(part=str(part.get("name") or first.label), pk=part.get("pk"), ipn=str(part.get("IPN") or ""),
+                   version=str(part.get("revision") or ""))
+    elif first.ref is not None:
+        row.update(ipn=first.ref.ipn or "", version=first.ref.version or "")
+    notes: list[str] = []
     if part is None:
-        notes.insert(0, "not found in InvenTree" if found.status == "not_found" else "ambiguous: see warnings")
-        return {"part": ref.label(), "pk": None, "ipn": ref.ipn or "", "version": ref.version or "",
-                "quantity": quantity, "required": required, "available": None, "missing": required, "kits": 0,
-                "status": found.status, "note": ", ".join(notes), "key": f"ref:{ref.label().casefold()}"}
-    available = _stock(part, field)
-    missing = _round(max(0.0, required - available))
-    if not part.get("active", True):
-        notes.insert(0, "inactive")
-    return {"part": str(part.get("name") or ref.label()), "pk": part.get("pk"), "ipn": str(part.get("IPN") or ""),
-            "version": str(part.get("revision") or ""), "quantity": quantity, "required": required,
-            "available": _round(available), "missing": missing,
-            "kits": math.floor(available / quantity + 1e-9), "status": "short" if missing > 0 else "ok",
-            "note": ", ".join(notes), "key": f"pk:{part.get('pk')}"}
+        notes.append("not found in InvenTree" if first.status == "not_found" else "ambiguous: see warnings")
+        row.update(required=_round(ledger.direct.get(key, 0)), available=None,
+                   missing=_round(ledger.unmet.get(key, 0)), kits=0, status=first.status)
+    elif first.virtual:
+        notes.append("virtual part, not counted")
+        row.update(required=_round(sum(n.required(kits) for n in needs)), available=None,
+                   missing=0.0, kits=None, status="virtual")
+    elif first.consumable:
+        notes.append("consumable, not counted")
+        row.update(required=_round(sum(n.required(kits) for n in needs)),
+                   available=_round(stock.get(key, 0)), missing=0.0, kits=None, status="consumable")
+    else:
+        missing = ledger.unmet.get(key, 0)
+        available = stock.get(key, 0)
+        built = ledger.buildable.get(key)
+        row.update(required=_round(ledger.direct.get(key, 0) + ledger.nested.get(key, 0)),
+                   available=_round(available), missing=_round(missing),
+                   kits=line_kits(needs, available + (built or 0)), status="short" if missing > 0 else "ok")
+        notes += _why(needs, ledger, kits)
+    if include_on_order and first.ordering > 0:
+        notes.append(f"{quantity(_round(first.ordering))} on order, not counted")
+    if len(needs) > 1:
+        notes.append(f"on {len(needs)} lines: " + " + ".join(quantity(_round(n.quantity)) for n in needs)
+                     + " per kit")
+    if part is not None and not part.get("active", True):
+        notes.append("inactive")
+    notes += [ref for ref in dict.fromkeys(n.reference for n in needs) if ref]
+    if any(n.optional for n in needs):
+        notes.append("optional")
+    row.update(note="; ".join(notes), key=key)
+    return row
 
 
-def summarize(cfg: Config, lines: list[dict[str, Any]], warnings: list[str], source: str) -> dict[str, Any]:
+def _why(needs: list[Need], ledger: Ledger, kits: int) -> list[str]:
+    """Why a counted part is short, and what its numbers include."""
+    key = needs[0].key
+    notes = []
+    if ledger.unmet.get(key, 0) > 0:
+        notes.append(f"short by {quantity(_round(ledger.unmet[key]))}")
+    if key in ledger.buildable:
+        notes.append(f"sub-assembly: {ledger.buildable[key]} buildable from its BOM")
+    if ledger.nested.get(key):
+        notes.append(f"incl. {quantity(_round(ledger.nested[key]))} to build sub-assemblies")
+    rounded = [n for n in needs if n.rounding and n.required(kits) != n.required(kits, rounded=False)]
+    if rounded:
+        notes.append(f"rounded up to a multiple of {quantity(_round(rounded[0].rounding or 0))}")
+    substitutes = max(n.substitutes for n in needs)
+    variants = max(n.variants for n in needs)
+    if substitutes:
+        notes.append(f"incl. {quantity(_round(substitutes))} of substitutes")
+    if variants:
+        notes.append(f"incl. {quantity(_round(variants))} of variants")
+    return notes
+
+
+def assess(cfg: Config, bom: Bom, warnings: list[str], source: str) -> dict[str, Any]:
+    """The report of `bom` for cfg.kits kits: one row per part, kits buildable as InvenTree counts them."""
+    stock = stock_of(bom)
+    kits_buildable = most_kits(bom, stock)
+    if bom.needs and not any(n.counted for n in bom.needs):
+        warnings.append("no line holds stock (all are virtual parts or consumable): InvenTree counts 0 buildable")
+    ledger = Ledger(dict(stock))
+    draw(bom, cfg.kits, ledger, rounded=True, report=True)
+    groups: dict[tuple[str, str], list[Need]] = {}
+    for need in bom.needs:
+        kind = "virtual" if need.virtual else "consumable" if need.consumable else "counted"
+        groups.setdefault((need.key, kind), []).append(need)
+    rows = [_row(needs, stock, ledger, cfg.kits, cfg.include_on_order) for needs in groups.values()]
+    return summarize(cfg, rows, warnings, source, kits_buildable)
+
+
+def summarize(cfg: Config, lines: list[dict[str, Any]], warnings: list[str], source: str,
+              kits_buildable: int) -> dict[str, Any]:
     short = [line for line in lines if line["missing"] > 0]
     return {"kits": cfg.kits, "source": source, "lines": len(lines), "lines_short": len(short),
             "total_missing": _round(sum(line["missing"] for line in short)),
-            "kits_buildable": min((line["kits"] for line in lines), default=0), "critical": False,
-            "critical_reason": None, "warnings": [clip(w, 300) or "" for w in warnings],
-            "inventree_url": None, "available_field": None,
+            "kits_buildable": kits_buildable, "critical": False, "critical_reason": None, "critical_detail": None,
+            "warnings": [clip(w, 300) or "" for w in warnings], "inventree_url": None, "available_field": None,
+            "expand_subassemblies": cfg.expand_subassemblies, "include_on_order": cfg.include_on_order,
+            "monitor_page": None,
             "rows": short + [line for line in lines if line["missing"] <= 0]}  # shortfalls first, else in order
 
 
-def critical_report(cfg: Config, reason: str) -> dict[str, Any]:
+def critical_report(cfg: Config, reason: str, detail: str | None = None) -> dict[str, Any]:
+    """A run without data: InvenTree could not be asked (`detail` None: the audience is not told why), or the
+    assembly is not one part with a BOM there (`detail` says what to fix)."""
     return {"kits": cfg.kits, "source": source_of(cfg), "lines": None, "lines_short": 0, "total_missing": 0.0,
-            "kits_buildable": None, "critical": True, "critical_reason": reason, "warnings": [],
-            "inventree_url": None, "available_field": None, "rows": []}
+            "kits_buildable": None, "critical": True, "critical_reason": reason,
+            "critical_detail": clip(detail, 500) if detail else None, "warnings": [], "inventree_url": None,
+            "available_field": None, "expand_subassemblies": cfg.expand_subassemblies,
+            "include_on_order": cfg.include_on_order, "monitor_page": None, "rows": []}
 
 
 def source_of(cfg: Config) -> str:
@@ -182,38 +144,15 @@ def source_of(cfg: Config) -> str:
 
 
 async def build_report(cfg: Config, client: InvenTree, field: str) -> dict[str, Any]:
-    warnings: list[str] = []
-    wanted: list[tuple[PartRef, float, dict[str, Any]]] = []
+    """Read the list or the BOM from InvenTree and assess it; Unresolved when the assembly cannot be checked."""
+    reader = Reader(client, field, cfg.include_optional, cfg.expand_subassemblies)
     if cfg.assembly is not None:
-        found = await resolve(client, cfg.assembly)
-        if found.warning:
-            warnings.append(found.warning)
-        if found.part is None:
-            return summarize(cfg, [], warnings, source_of(cfg))
-        source = f"BOM of {describe(found.part, flag_inactive=False)}"
-        bom = await client.bom(int(found.part["pk"]))
-        if not bom:
-            warnings.append(f"{describe(found.part, flag_inactive=False)} has no BOM lines in InvenTree")
-        for item in bom:
-            if item.get("optional") and not cfg.include_optional:
-                continue
-            quantity = float(item.get("quantity") or 0)
-            if quantity <= 0:
-                warnings.append(f"BOM line {item.get('pk')} (sub-part pk {item.get('sub_part')}) has quantity "
-                                f"{item.get('quantity')}; skipped")
-                continue
-            wanted.append((PartRef(pk=int(item["sub_part"])), quantity,
-                           {"reference": str(item.get("reference") or ""), "optional": bool(item.get("optional"))}))
+        bom = await reader.assembly(cfg.assembly)
+        source = f"BOM of {describe(bom.part or {}, flag_inactive=False)}"
     else:
+        bom = await reader.parts_list(cfg.parts or [])
         source = "parts list"
-        wanted = [(line, line.quantity, {}) for line in cfg.parts or []]
-    founds = await _all([resolve(client, ref) for ref, _, _ in wanted])
-    lines = []
-    for (ref, quantity, extra), found in zip(wanted, founds, strict=True):
-        if found.warning:
-            warnings.append(found.warning)
-        lines.append(line_of(ref, quantity, cfg.kits, found, field, extra))
-    return summarize(cfg, lines, warnings, source)
+    return assess(cfg, bom, reader.warnings, source)
 
 
 def significance_hash(report: dict[str, Any], kits: int) -> str:
@@ -254,7 +193,8 @@ def capped(warnings: list[str]) -> list[str]:
 
 
 def public_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k != "key"}
+    """A row as e-mails and events show it (its kits and line count are in its note, or the report's)."""
+    return {k: v for k, v in row.items() if k not in ("key", "kits", "lines")}
 
 
 def fit(rows: list[dict[str, Any]], base: dict[str, Any], budget: int) -> tuple[list[dict[str, Any]], int]:

@@ -3,10 +3,18 @@ tests/fixtures/inventree/ (a copy of ../shared/fixtures/inventree/; its README d
 
 It serves what the recordings show, the way they show it: the same part, BOM and error bodies, DRF's two list
 shapes (a plain array without `limit`, `{count, next, previous, results}` with it, `next`/`previous` as absolute
-URLs with sorted query parameters and no `offset` for the first page), `?name=` ignored, `?IPN=` exact in any
-case, `?name_regex=` case-insensitive, `?limit=0` / `?limit=abc` as "no limit", 401 with `WWW-Authenticate:
-Token` for a missing or unknown token, 404 for an unknown part, 400 for the BOM of an unknown part.
-`test_the_fake_answers_like_the_recorded_server` replays every recorded request against it.
+URLs with sorted query parameters and no `offset` for the first page), `?name=` (and `id__in`, `pk__in`, `id`)
+ignored, `?IPN=` exact folding ASCII letters only (SQLite's LIKE: `res-4k7-öl` does not find `RES-4K7-ÖL`),
+`?search=` likewise, `?name_regex=` / `?IPN_regex=` case-insensitive in any script (Python's re), `?in_bom_for=`
+(every part a BOM may use: sub-parts, substitutes, allowed variants; 400 for an unknown pk), `exclude_id`,
+`assembly`, `virtual`, `has_stock`, `low_stock`, `?limit=0` / `?limit=abc` as "no limit", 401 with
+`WWW-Authenticate: Token` for a missing or unknown token, 404 for an unknown part, 400 for the BOM of an unknown
+part. Requirements, orders and build lines are answered as recorded.
+
+Two recording sessions (fixtures README, "Recorded later"): the default stand-in holds pk 1–128 as the later one
+left them; `FakeInvenTree(session="first")` holds pk 1–12 as the first one did, since the part lists recorded then
+hold only those. `test_the_fake_answers_like_the_recorded_server` replays every recorded request against the
+stand-in of its session.
 
 aiohttp.web on 127.0.0.1 in a thread of its own, so it answers whatever event loop a test runs in, and while a
 test waits for a CLI subprocess. Tests change it at runtime:
@@ -61,6 +69,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+FIRST_SESSION = 37  # index.json: its first 37 entries were recorded first (pk 1–12), the others later (README)
+
+
+def later_entries() -> list[dict[str, Any]]:
+    return load("index.json")[FIRST_SESSION:]
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_fold(text: str) -> str:
+    """SQLite's LIKE (what `iexact` and `icontains` become there): only A–Z fold; Ö and ö stay apart."""
+    return text.translate(_ASCII_LOWER)
+
+
 def _positive(value: str | None) -> int | None:
     """DRF's _positive_int(strict=True) for `limit`: anything but a positive whole number means "no limit"."""
     try:
@@ -71,7 +94,10 @@ def _positive(value: str | None) -> int | None:
 
 
 class FakeInvenTree:
-    def __init__(self) -> None:
+    """`session`: "later" (default) serves everything recorded, pk 1–128 as the second recording session left
+    them; "first" serves pk 1–12 as the first session did (the part lists recorded then hold only those)."""
+
+    def __init__(self, session: str = "later") -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = TOKEN
@@ -89,12 +115,36 @@ class FakeInvenTree:
                        ("/api/stock/", "part=4"): load("api_stock__part-4.json"),
                        ("/api/stock/", "part=5"): load("api_stock__part-5.json"),
                        ("/api/user/me/", ""): load("api_user_me.json")}
+        if session == "later":
+            self._load_later()
         self._failures: list[tuple[int, str]] = []
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path?query, Authorization)
         self.in_flight = 0
         self.max_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    def _load_later(self) -> None:
+        """The second session's recordings: every part in them (lists and details are the same part, details
+        add `notes`), the new assemblies' BOMs, and what is only ever answered as recorded (requirements, orders,
+        build lines, `?uses=`)."""
+        for entry in later_entries():
+            body = load(entry["file"])
+            path, _, query = entry["path_with_query"].partition("?")
+            if entry["status"] != 200:
+                continue
+            if path == "/api/part/":
+                for part in body if isinstance(body, list) else body.get("results", []):
+                    self.parts[part["pk"]] = part
+            elif re.fullmatch(r"/api/part/\d+/", path):
+                self.notes[body["pk"]] = body["notes"]
+                self.parts.setdefault(body["pk"], {k: v for k, v in body.items() if k != "notes"})
+            elif path == "/api/bom/" and re.fullmatch(r"part=\d+", query):
+                known = {item["pk"] for item in self.bom}
+                self.bom += [item for item in body if item["pk"] not in known]
+            elif (re.fullmatch(r"/api/part/\d+/requirements/", path) or query.startswith("uses=")
+                  or not path.startswith(("/api/part/", "/api/bom/"))):
+                self.static[(path, query)] = body
 
     # -- control -----------------------------------------------------------------------------------------
 
@@ -117,8 +167,9 @@ class FakeInvenTree:
                 item["available_stock"] = sub["unallocated_stock"]
                 item["available_substitute_stock"] = sum(self.parts[s["part"]]["unallocated_stock"]
                                                          for s in self.substitutes.get(item["pk"], []))
-                item["can_build"] = (item["available_stock"] + item["available_substitute_stock"]
-                                     + item["available_variant_stock"]) / item["quantity"]
+                total = item["available_stock"] + item["available_substitute_stock"] + item["available_variant_stock"]
+                item["can_build"] = max(0.0, (total - item["setup_quantity"])
+                                        / (item["quantity"] * (1.0 + item["attrition"] / 100.0)))
 
     def fail_next(self, count: int, status: int = 503,
                   body: str = "<html><body><h1>503 Service Unavailable</h1></body></html>") -> None:
@@ -195,7 +246,16 @@ class FakeInvenTree:
         if auth != "ok":
             return (403, FORBIDDEN, {}) if auth == "forbidden" else \
                 (401, NO_AUTH if auth == "missing" else BAD_TOKEN, {"WWW-Authenticate": "Token"})
+        static = self.static.get((path, request.query_string))
+        if static is not None:  # answered as recorded
+            return 200, copy.deepcopy(static), {}
         if path == "/api/part/":
+            bom_of = query.get("in_bom_for")
+            if bom_of is not None and (not bom_of.isdigit() or int(bom_of) not in self.parts):
+                return 400, {"in_bom_for": BAD_BOM_PART["part"]}, {}
+            bad = [pk for pk in query.get("exclude_id", "").split(",") if pk and not pk.strip().isdigit()]
+            if bad:
+                return 400, {"non_field_errors": [f"'{bad[0]}' is not a valid number"]}, {}
             return 200, self._page(request, query, self._part_list(query)), {}
         match = re.fullmatch(r"/api/part/(\d+)/(requirements/)?", path)
         if match:
@@ -203,7 +263,7 @@ class FakeInvenTree:
             if pk not in self.parts:
                 return 404, NO_PART, {}
             if match.group(2):
-                return 200, copy.deepcopy(self.static[(path, "")]), {}
+                return 200, self._requirements(pk), {}
             return 200, self._detail(pk), {}
         if path == "/api/bom/":
             part = query.get("part")
@@ -212,10 +272,21 @@ class FakeInvenTree:
             items = [self._bom_item(item, query) for item in self.bom
                      if part is None or item["part"] == int(part)]
             return 200, self._page(request, query, items), {}
-        static = self.static.get((path, request.query_string))
-        if static is not None:
-            return 200, copy.deepcopy(static), {}
         return 404, {"detail": "Not found."}, {}
+
+    def _requirements(self, pk: int) -> dict[str, Any]:
+        """/requirements/ of a part none was recorded for: its stock, and can_build as Part.can_build counts it."""
+        part = self.parts[pk]
+        lines = [i for i in self.bom if i["part"] == pk and not i["consumable"]
+                 and not self.parts[i["sub_part"]]["virtual"]]
+        can_build = float(int(min((i["can_build"] for i in lines), default=0.0)))
+        return {"total_stock": part["total_in_stock"], "unallocated_stock": part["unallocated_stock"],
+                "can_build": can_build, "ordering": part["ordering"], "building": part["building"],
+                "scheduled_to_build": int(part["scheduled_to_build"]),
+                "required_for_build_orders": float(part["required_for_build_orders"]),
+                "allocated_to_build_orders": part["allocated_to_build_orders"],
+                "required_for_sales_orders": float(part["required_for_sales_orders"]),
+                "allocated_to_sales_orders": part["allocated_to_sales_orders"]}
 
     def _authorized(self, request: web.Request) -> str:
         header = request.headers.get("Authorization")
@@ -235,22 +306,47 @@ class FakeInvenTree:
 
     def _part_list(self, query: dict[str, str]) -> list[dict[str, Any]]:
         parts = list(self.parts.values())
-        if "IPN" in query:
-            parts = [p for p in parts if (p["IPN"] or "").casefold() == query["IPN"].casefold()]
+        if "IPN" in query:  # iexact: on SQLite, LIKE, which folds ASCII letters only
+            parts = [p for p in parts if ascii_fold(p["IPN"] or "") == ascii_fold(query["IPN"])]
+        if "IPN_regex" in query:  # iregex: on SQLite, Python's re with (?i), so any script folds case
+            pattern = re.compile(query["IPN_regex"], re.IGNORECASE)
+            parts = [p for p in parts if pattern.search(p["IPN"] or "")]
         if "name_regex" in query:
             pattern = re.compile(query["name_regex"], re.IGNORECASE)
             parts = [p for p in parts if pattern.search(p["name"])]
+        if query.get("in_bom_for", "").isdigit():
+            wanted = self.parts_in_bom(int(query["in_bom_for"]))
+            parts = [p for p in parts if p["pk"] in wanted]
         if query.get("search"):
             terms = [t for t in re.split(r"[\s,]+", query["search"]) if t]
             fields = ("name", "description", "IPN", "revision", "keywords", "category_name")
-            parts = [p for p in parts if all(any(t.casefold() in str(p[f] or "").casefold() for f in fields)
+            parts = [p for p in parts if all(any(ascii_fold(t) in ascii_fold(str(p[f] or "")) for f in fields)
                                              for t in terms)]
-        if query.get("active") in ("true", "false"):
-            parts = [p for p in parts if p["active"] == (query["active"] == "true")]
+        for flag in ("active", "assembly", "component", "virtual"):
+            if query.get(flag) in ("true", "false"):
+                parts = [p for p in parts if p[flag] == (query[flag] == "true")]
+        if query.get("has_stock") in ("true", "false"):
+            parts = [p for p in parts if (p["in_stock"] > 0) == (query["has_stock"] == "true")]
+        if query.get("exclude_id"):
+            excluded = {int(pk) for pk in query["exclude_id"].split(",")}
+            parts = [p for p in parts if p["pk"] not in excluded]
         if query.get("low_stock") == "true":
             parts = [p for p in parts if p["minimum_stock"] > 0 and p["total_in_stock"] < p["minimum_stock"]]
         # `name` and every other unknown parameter: ignored, as the real server does
         return [copy.deepcopy(p) for p in sorted(parts, key=lambda p: (p["name"], p["pk"]))]
+
+    def parts_in_bom(self, pk: int) -> set[int]:
+        """Part.get_parts_in_bom: every line's sub-part, its substitutes and, where the line allows variants, the
+        variants of both."""
+        found: set[int] = set()
+        for item in self.bom:
+            if item["part"] != pk:
+                continue
+            subs = [item["sub_part"], *(s["part"] for s in self.substitutes.get(item["pk"], []))]
+            found.update(subs)
+            if item["allow_variants"]:
+                found.update(p["pk"] for p in self.parts.values() if p.get("variant_of") in subs)
+        return found
 
     def _bom_item(self, item: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         out = copy.deepcopy(item)

@@ -20,12 +20,13 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
-from inventree_fake import RECORDED_BASE, TOKEN, FakeInvenTree, inventree, load  # noqa: F401 - fixture
+from inventree_fake import FIRST_SESSION, RECORDED_BASE, TOKEN, FakeInvenTree, inventree, load  # noqa: F401
 from test_email import Host, Run
 
 from monitors import parse_spec, parts
@@ -154,29 +155,42 @@ def text_table(text: str) -> tuple[list[str], list[list[str]]]:
 # ----------------------------------------------------------------------------------------- the stand-in
 
 
+def _replay(fake: FakeInvenTree, entry: dict[str, Any]) -> None:
+    req = urllib.request.Request(fake.base + entry["path_with_query"], headers={"Accept": "application/json"})
+    auth = entry["auth"]
+    if auth.startswith("Authorization: Token 0000"):
+        req.add_header("Authorization", "Token " + "0" * 40)
+    elif auth.startswith("Authorization: Token"):
+        req.add_header("Authorization", f"Token {TOKEN}")
+    elif auth.startswith("HTTP Basic"):
+        req.add_header("Authorization", "Basic YWRtaW46cGFzc3dvcmQ=")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            status, body, headers = resp.status, resp.read(), resp.headers
+    except urllib.error.HTTPError as error:
+        status, body, headers = error.code, error.read(), error.headers
+    recorded = json.loads(json.dumps(load(entry["file"])).replace(RECORDED_BASE, fake.base))
+    assert (status, json.loads(body)) == (entry["status"], recorded), entry["file"]
+    if "www_authenticate" in entry:
+        assert headers["WWW-Authenticate"] == entry["www_authenticate"]
+
+
 def test_the_fake_answers_like_the_recorded_server(inventree):
-    """Every recorded request, replayed against the stand-in: same status, same body, same auth challenge."""
-    replayed = 0
-    for entry in load("index.json"):
-        req = urllib.request.Request(inventree.base + entry["path_with_query"], headers={"Accept": "application/json"})
-        auth = entry["auth"]
-        if auth.startswith("Authorization: Token 0000"):
-            req.add_header("Authorization", "Token " + "0" * 40)
-        elif auth.startswith("Authorization: Token"):
-            req.add_header("Authorization", f"Token {TOKEN}")
-        elif auth.startswith("HTTP Basic"):
-            req.add_header("Authorization", "Basic YWRtaW46cGFzc3dvcmQ=")
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                status, body, headers = resp.status, resp.read(), resp.headers
-        except urllib.error.HTTPError as error:
-            status, body, headers = error.code, error.read(), error.headers
-        recorded = json.loads(json.dumps(load(entry["file"])).replace(RECORDED_BASE, inventree.base))
-        assert (status, json.loads(body)) == (entry["status"], recorded), entry["file"]
-        if "www_authenticate" in entry:
-            assert headers["WWW-Authenticate"] == entry["www_authenticate"]
-        replayed += 1
-    assert replayed == len(load("index.json")) >= 37
+    """Every recorded request, replayed against the stand-in: same status, same body, same auth challenge. The
+    first session's against a stand-in holding what that server held (pk 1–12), the later ones against the usual
+    one (pk 1–128)."""
+    index = load("index.json")
+    first = FakeInvenTree(session="first")
+    first.start()
+    try:
+        for entry in index[:FIRST_SESSION]:
+            _replay(first, entry)
+    finally:
+        first.stop()
+    for entry in index[FIRST_SESSION:]:
+        _replay(inventree, entry)
+    assert len(index) >= 134 and FIRST_SESSION == 37
+    assert len(inventree.parts) == 128 and len(first.parts) == 12
 
 
 # ------------------------------------------------------------------------------------------- scenarios
@@ -201,8 +215,8 @@ async def test_all_available_sends_one_report_and_confirms_its_hash(storage, env
 
         # token auth on every request; the lookups by IPN, exact name and pk, as paged list queries
         assert {a for _, _, a in inventree.requests} == {f"Token {TOKEN}"}
-        assert sorted(inventree.paths()) == ["/api/part/8/", "/api/part/?IPN=RES-10K-0603&limit=100",
-                                             "/api/part/?name_regex=%5ESTM32F103C8T6$&limit=100"]
+        assert sorted(inventree.paths()) == ["/api/part/8/", "/api/part/?IPN_regex=%5E(RES-10K-0603)$&limit=100",
+                                             "/api/part/?name_regex=%5E(STM32F103C8T6)$&limit=100"]
 
 
 async def test_one_part_short_and_the_available_field_setting(storage, env, smtp, inventree):
@@ -219,14 +233,14 @@ async def test_one_part_short_and_the_available_field_setting(storage, env, smtp
         (mail,) = reports(smtp)
         assert mail.subject == "[PARTS] Sensor board ×30: 1 part short, 25 kits buildable"
         header, rows = text_table(mail.part("plain"))
-        assert rows[0] == ["STM32F103C8T6", "-", "30", "25", "5", "SHORT"]
+        assert rows[0] == ["STM32F103C8T6", "-", "30", "25", "5", "short by 5"]
 
         env(INVENTREE_AVAILABLE_FIELD="in_stock")  # allocated units count as available now
         out = await run(store, get_settings(), mid)
         assert (out["status"], out["lines_short"], out["kits_buildable"]) == ("OK", 0, 35)
         await deliver(storage)
         assert reports(smtp)[-1].subject == "[PARTS] Sensor board ×30: all 3 parts available, 35 kits buildable"
-        assert "InvenTree in_stock" in reports(smtp)[-1].part("plain")
+        assert "Available:           in stock in InvenTree" in reports(smtp)[-1].part("plain").splitlines()
 
 
 async def test_kits_buildable_follow_the_stock(storage, env, smtp, inventree):
@@ -302,18 +316,19 @@ async def test_inventree_refusing_the_token_is_a_checker_error_for_the_operator(
         out = await run(store, settings, mid)
         status = 401 if refusal == "unknown token" else 403
         assert (out["outcome"], out["status"], out["critical"]) == ("error", "ERROR", True)
-        assert out["error"].startswith(f"InvenTree refused the API token (INVENTREE_TOKEN): HTTP {status} ")
+        assert out["error"].startswith(f"InvenTree refused the API token set in INVENTREE_TOKEN: HTTP {status} ")
         assert sorted(out["events"]) == ["MONITOR_ERROR", "PARTS_REPORT"]
         paths = inventree.paths()
         assert len(paths) == len(set(paths)) <= 3  # refused is final: no retries
         await deliver(storage)
 
         (notice,) = smtp.to(OPS)
-        assert notice.subject.startswith(f"[CHECKER ERROR] Sensor board: InvenTree refused the API token "
-                                         f"(INVENTREE_TOKEN): HTTP {status}")
+        assert notice.subject.startswith(f"[CHECKER ERROR] Sensor board: InvenTree refused the API token set in "
+                                         f"INVENTREE_TOKEN: HTTP {status}")
         (report,) = reports(smtp)  # the audience hears that there is no data, not why
         assert report.subject == "[PARTS] Sensor board ×5: InvenTree refused access, no data"
         assert "operator has been notified" in report.part("plain") and str(status) not in report.part("plain")
+        assert "InvenTree refused access: this run has no availability data." in report.part("plain").splitlines()
 
         assert (await run(store, settings, mid))["events"] == []  # still refused: nobody is told twice
         inventree.token, inventree.forbidden = TOKEN, False
@@ -464,7 +479,7 @@ async def test_names_and_ipns_shared_by_revisions_are_ambiguous_and_say_which(st
         (mail,) = reports(smtp)
         assert mail.subject == "[PARTS] PCB check ×1: 4 parts short, 0 kits buildable, 5 warnings"
         text = mail.part("plain")
-        both = "(pk 7 Widget PCB rev A (inactive); pk 8 Widget PCB rev B); give `version`, or the `pk`"
+        both = "(pk 7 Widget PCB rev A (inactive); pk 8 Widget PCB rev B); give its version, or its pk"
         assert f"  - Widget PCB: 2 parts match in InvenTree {both}" in text
         assert f"  - IPN pcb-widget: 2 parts match in InvenTree {both}" in text
         assert "  - pk 7 Widget PCB rev A is inactive in InvenTree" in text
@@ -490,11 +505,14 @@ async def test_assembly_mode_takes_the_bom_from_inventree(storage, env, smtp, in
         _, rows = html_table(mail.part("html"))
         assert [(r["part"], r["required"], r["available"], r["missing"]) for r in rows] == [
             ("USB-C Receptacle 16P", "10", "0", "10"), ("R-10k 0603", "40", "1400", "0"),
-            ("C-100nF 0603", "20", "180", "0"), ("STM32F103C8T6", "10", "25", "0"), ("Widget PCB", "10", "40", "0"),
-            ("Screw M3x8", "80", "650", "0"), ("LED red 0805", "10", "300", "0")]
-        assert rows[0]["note"] == "J1" and rows[-1]["note"] == "D1, optional"
+            ("C-100nF 0603", "20", "1180", "0"), ("STM32F103C8T6", "10", "25", "0"), ("Widget PCB", "10", "40", "0"),
+            ("Screw M3x8", "80", "650", "0"), ("LED red 0805", "10", "300", "0")]  # C: 180 + 1000 of its substitute
+        assert [r["note"] for r in rows] == ["short by 10; J1", "R1, R2, R3, R4", "incl. 1000 of substitutes; C1, C2",
+                                             "U1", "PCB1", "", "D1; optional"]
         assert "BOM of pk 12 Widget rev 2" in mail.part("plain")
-        assert "/api/bom/?part=12&limit=100" in inventree.paths()
+        # the assembly, its BOM lines, every part in it with its stock: three requests
+        assert sorted(inventree.paths()) == ["/api/bom/?part=12&limit=100", "/api/part/?in_bom_for=12&limit=100",
+                                             "/api/part/?name_regex=%5E(Widget)$&limit=100"]
 
         # the older revision's BOM: its PCB is the inactive rev A, and the assembly itself is inactive
         old = await add(store, name="Widget rev 1", assembly={"ipn": "ASM-WIDGET", "version": "1"}, kits=10)
@@ -507,12 +525,13 @@ async def test_assembly_mode_takes_the_bom_from_inventree(storage, env, smtp, in
         lean = await add(store, name="Lean", assembly={"pk": 12}, kits=10, include_optional=False)
         assert (await run(store, settings, lean))["lines"] == 6
         vague = await add(store, name="Vague", assembly={"name": "Widget"})
-        out = await run(store, settings, vague)
-        assert (out["lines"], out["kits_buildable"], out["warnings"]) == (0, 0, 1)
-        assert "2 parts match" in json.loads(out["detail"])["warnings"][0]
+        out = await run(store, settings, vague)  # an assembly that is not one part: an ERROR, never "OK, 0 lines"
+        assert (out["outcome"], out["status"], out["lines"], out["critical"]) == ("error", "ERROR", None, True)
+        assert out["error"] == ("assembly Widget: 2 parts match in InvenTree (pk 11 Widget rev 1 (inactive); pk 12 "
+                                "Widget rev 2); give its version, or its pk")
         gone = await add(store, name="Gone", assembly={"pk": 999999})
-        assert json.loads((await run(store, settings, gone))["detail"])["warnings"] == [
-            "pk 999999: no such part in InvenTree"]
+        out = await run(store, settings, gone)
+        assert (out["outcome"], out["error"]) == ("error", "assembly pk 999999: no such part in InvenTree")
 
         # a BOM longer than one page is read page by page; an unpaginated answer is taken whole
         monkeypatch.setattr(inventree_client, "PAGE_SIZE", 3)
@@ -520,6 +539,9 @@ async def test_assembly_mode_takes_the_bom_from_inventree(storage, env, smtp, in
         assert (await run(store, settings, lean))["lines"] == 6
         assert inventree.paths("/api/bom/") == ["/api/bom/?part=12&limit=3", "/api/bom/?part=12&limit=3&offset=3",
                                                 "/api/bom/?part=12&limit=3&offset=6"]
+        assert inventree.paths("/api/part/?") == ["/api/part/?in_bom_for=12&limit=3",
+                                                  "/api/part/?in_bom_for=12&limit=3&offset=3",
+                                                  "/api/part/?in_bom_for=12&limit=3&offset=6"]  # 8 parts: C's substitute
         monkeypatch.setattr(inventree_client, "PAGE_SIZE", 0)  # limit=0: InvenTree answers a plain array
         inventree.reset_counters()
         assert (await run(store, settings, mid))["lines"] == 7
@@ -533,46 +555,49 @@ async def test_an_eight_line_report_renders_in_html_and_text(storage, env, smtp,
              {"name": "USB-C Receptacle 16P", "quantity": 1}, {"name": "Widget PCB", "version": "B", "quantity": 1},
              {"ipn": "ENC-ABS-100", "quantity": 1}, {"name": "Screw M3x8", "quantity": 4}]
     async with store:
-        mid = await add(store, name='Widget "A&B" <build>', parts=eight, kits=20)
+        mid = await add(store, name='Widget "A&B" <build>', parts=eight, kits=20, public=True)
         await run(store, settings, mid)
         await deliver(storage)
     (mail,) = reports(smtp)
     assert mail.subject == '[PARTS] Widget "A&B" <build> ×20: 2 parts short, 0 kits buildable'
     expected = [  # shortfalls first, then the list's order
-        ("USB-C Receptacle 16P", "-", "20", "0", "20", 5, "CON-USBC-16P"),
-        ("Enclosure ABS 100x60x25", "-", "20", "12", "8", 9, "ENC-ABS-100"),
-        ("R-10k 0603", "-", "80", "1400", "0", 1, "RES-10K-0603"),
-        ("C-100nF 0603", "-", "40", "180", "0", 2, "CAP-100N-0603"),
-        ("LED red 0805", "-", "20", "300", "0", 6, "LED-RED-0805"),
-        ("STM32F103C8T6", "-", "20", "25", "0", 4, "MCU-STM32F103"),
-        ("Widget PCB", "B", "20", "40", "0", 8, "PCB-WIDGET"),
-        ("Screw M3x8", "-", "80", "650", "0", 10, "SCR-M3X8")]
+        ("USB-C Receptacle 16P", "-", "20", "0", "20", "short by 20", 5, "CON-USBC-16P"),
+        ("Enclosure ABS 100x60x25", "-", "20", "12", "8", "short by 8", 9, "ENC-ABS-100"),
+        ("R-10k 0603", "-", "80", "1400", "0", "", 1, "RES-10K-0603"),
+        ("C-100nF 0603", "-", "40", "180", "0", "", 2, "CAP-100N-0603"),
+        ("LED red 0805", "-", "20", "300", "0", "", 6, "LED-RED-0805"),
+        ("STM32F103C8T6", "-", "20", "25", "0", "", 4, "MCU-STM32F103"),
+        ("Widget PCB", "B", "20", "40", "0", "", 8, "PCB-WIDGET"),
+        ("Screw M3x8", "-", "80", "650", "0", "", 10, "SCR-M3X8")]
 
     html = mail.part("html")
     header, rows = html_table(html)
     assert header == ["Part", "Version", "Required", "Available", "Missing"]
-    assert [(r["part"], r["version"], r["required"], r["available"], r["missing"]) for r in rows] == \
-        [e[:5] for e in expected]
-    assert [r["href"] for r in rows] == [f"{inventree.base}/part/{e[5]}/" for e in expected]
-    assert [r["ipn"] for r in rows] == [e[6] for e in expected]
+    assert [(r["part"], r["version"], r["required"], r["available"], r["missing"], r["note"]) for r in rows] == \
+        [e[:6] for e in expected]
+    # the part's page in InvenTree's web UI (where the live server redirects /part/<pk>/ to)
+    assert [r["href"] for r in rows] == [f"{inventree.base}/web/part/{e[6]}/" for e in expected]
+    assert [r["ipn"] for r in rows] == [e[7] for e in expected]
     assert "Widget &#34;A&amp;B&#34; &lt;build&gt;" in html and "<build>" not in html  # autoescaped
-    assert "https://monitor.example.org/api/v1/monitors/" in html
+    status_page = f"https://monitor.example.org/api/status-page#m-{mid}"  # public: its place on the status page
+    assert f'<a href="{status_page}"' in html and "/api/v1/" not in html
 
     text = mail.part("plain")
     header, rows = text_table(text)
-    assert header == ["Part", "Version", "Required", "Available", "Missing"]
-    assert rows == [list(e[:5]) + (["SHORT"] if e[4] != "0" else []) for e in expected]
+    assert header == ["Part", "Version", "Required", "Available", "Missing", "Note"]
+    assert rows == [list(e[:5]) + ([e[5]] if e[5] else []) for e in expected]
+    assert "`" not in text and "Inventree" not in text and f"Status page: {status_page}" in text.splitlines()
     assert text.splitlines()[0] == 'Widget "A&B" <build> ×20: 2 parts short, 0 kits buildable'
     for line in ("Kits wanted:         20", "Kits buildable now:  0", "Lines short:         2 of 8",
                  "Total missing:       28", "Source:              parts list",
-                 f"  Enclosure ABS 100x60x25: {inventree.base}/part/9/",
-                 f"  Widget PCB rev B: {inventree.base}/part/8/"):
+                 f"  Enclosure ABS 100x60x25: {inventree.base}/web/part/9/",
+                 f"  Widget PCB rev B: {inventree.base}/web/part/8/"):
         assert line in text.splitlines(), line
 
 
 async def test_lookups_are_batched_shared_and_bounded(storage, env, smtp, inventree):
     settings, store = await setup(env, smtp, inventree)
-    fifty = [{"pk": pk, "quantity": 1} for pk in [*range(1, 13), *range(100, 138)]]  # 12 parts, 38 unknown
+    fifty = [{"pk": pk, "quantity": 1} for pk in [*range(1, 13), *range(900, 938)]]  # 12 parts, 38 unknown
     inventree.delay = 0.05
     async with store:
         mid = await add(store, name="Fifty", parts=fifty)
@@ -586,7 +611,7 @@ async def test_lookups_are_batched_shared_and_bounded(storage, env, smtp, invent
 
         # two monitors in one run share their lookups: every part is asked for once
         await add(store, name="Again", parts=[{"pk": 4, "quantity": 2}, {"ipn": "RES-10K-0603", "quantity": 1},
-                                               {"pk": 100, "quantity": 1}])
+                                               {"pk": 900, "quantity": 1}])
         inventree.reset_counters()
         summary = await manage.run_kind(store, settings, "parts")
         assert summary["checked"] == 2
@@ -718,13 +743,15 @@ def _cfg(**fields: Any) -> parts.Config:
     return parse_spec({"kind": "parts", "id": "ab" * 16, "name": "Widget", "parts": SENSOR, **fields})
 
 
+def _need(pk: int, quantity: float, stock: float, name: str | None = None, **part: Any) -> parts.Need:
+    return parts.Need(f"pk {pk}", {"pk": pk, "name": name or f"Part {pk}", "active": True, **part}, "ok",
+                      Decimal(str(quantity)), own=Decimal(str(stock)))
+
+
 def _report(cfg: parts.Config, stock: dict[int, float]) -> dict[str, Any]:
     names = {1: "R-10k 0603", 4: "STM32F103C8T6", 8: "Widget PCB"}
-    lines = [parts.line_of(parts.PartRef(pk=pk), qty, cfg.kits,
-                           parts.Found({"pk": pk, "name": names[pk], "active": True, "unallocated_stock": stock[pk]},
-                                       "ok"), "unallocated_stock")
-             for pk, qty in ((1, 4), (4, 1), (8, 1))]
-    return parts.summarize(cfg, lines, [], "parts list")
+    needs = [_need(pk, qty, stock[pk], names[pk]) for pk, qty in ((1, 4), (4, 1), (8, 1))]
+    return parts.assess(cfg, parts.Bom(None, needs), [], "parts list")
 
 
 def test_the_significance_hash_covers_shortages_and_kits_not_stock_above_the_requirement():
@@ -773,12 +800,10 @@ def test_evaluate_reports_when_the_hash_differs_from_the_confirmed_one():
 
 def test_a_huge_list_stays_within_the_queue_message_and_the_entity_limits():
     cfg = _cfg(kits=2)
-    lines = [parts.line_of(parts.PartRef(pk=pk), 1.0, cfg.kits,
-                           parts.Found({"pk": pk, "name": f"Part {pk} " + "x" * 60, "IPN": f"IPN-{pk:05d}",
-                                        "active": pk % 7 != 0, "unallocated_stock": 1 if pk % 10 == 0 else 100},
-                                       "ok"), "unallocated_stock") for pk in range(1, 501)]
+    needs = [_need(pk, 1.0, 1 if pk % 10 == 0 else 100, f"Part {pk} " + "x" * 60, IPN=f"IPN-{pk:05d}",
+                   active=pk % 7 != 0) for pk in range(1, 501)]
     warnings = [f"pk {pk} Part {pk} {'x' * 200} is inactive in InvenTree" for pk in range(7, 501, 7)]
-    report = parts.summarize(cfg, lines, warnings, "parts list")
+    report = parts.assess(cfg, parts.Bom(None, needs), warnings, "parts list")
     event = parts.report_event(cfg, report, parts.significance_hash(report, 2), datetime.now(UTC))
     size = len(json.dumps(event.details, separators=(",", ":")))  # as stored and queued (shared/storage.py)
     assert size <= parts.REPORT_BUDGET and event.details["omitted_rows"] > 0

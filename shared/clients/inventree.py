@@ -5,6 +5,12 @@ client, and lookups are memoised for its life, so common parts are fetched once)
 429, timeouts, refused connections) retried by the shared policy; both reply shapes of InvenTree's list endpoints
 (a plain array without `limit`, a `{count, next, previous, results}` envelope with it). Once InvenTree is
 unreachable or refuses the token, every later call of the run fails at once.
+
+Few requests: IPNs and names are looked up in bulk, up to BULK_KEYS a request, with InvenTree's `IPN_regex` and
+`name_regex` filters (case-insensitive regular expressions, `^(A|B|…)$`; `?IPN=` folds case in ASCII only on
+SQLite, so the caller compares every script with casefold); every part of an assembly's BOM (with substitutes and
+variants) comes with its stock from one paged `/part/?in_bom_for=<pk>`. InvenTree 1.4 has no filter for a list of
+pks (`exclude_id` only excludes), so a part given by pk is one `/part/<pk>/` request, shared by the run.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -26,6 +33,8 @@ MAX_IN_FLIGHT = 8  # requests to InvenTree at once, for all parts monitors of on
 PAGE_SIZE = 100
 MAX_PAGES = 200
 MAX_REPLY_BYTES = 16 * 1024 * 1024
+BULK_KEYS = 50  # IPNs or names in one bulk lookup
+BULK_URL_CHARS = 3000  # ... and at most this much of the URL for its pattern (a proxy may cap the request line)
 
 
 class InvenTreeError(PermanentError):
@@ -48,6 +57,14 @@ class Unreachable(InvenTreeError):
 
 class BadReply(InvenTreeError):
     reason = "InvenTree gave an unexpected answer"
+
+
+class Unresolved(InvenTreeError):
+    """The assembly to check is not one part in InvenTree (not found, ambiguous, no BOM): nothing to report."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def detail(body: bytes) -> str:
@@ -78,6 +95,7 @@ class InvenTree:
         self._gate = asyncio.Semaphore(concurrency)
         self._memo: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
         self._fatal: InvenTreeError | None = None  # once unreachable or refused, every later call fails at once
+        self._tasks: set[asyncio.Future[Any]] = set()  # bulk lookups under way (kept from the collector)
         self.requests = 0
 
     @classmethod
@@ -123,7 +141,7 @@ class InvenTree:
                     raise
                 raise TransientError(text) from None
         if status in (401, 403):
-            self._fatal = AccessRefused(f"InvenTree refused the API token (INVENTREE_TOKEN): HTTP {status} "
+            self._fatal = AccessRefused(f"InvenTree refused the API token set in INVENTREE_TOKEN: HTTP {status} "
                                         f"{detail(body)}")
             self._fail_fast()
         if status == 404:
@@ -167,15 +185,87 @@ class InvenTree:
     async def part(self, pk: int) -> dict[str, Any] | None:
         return await self._once(("pk", pk), lambda: self.get(f"/part/{pk}/"))
 
+    async def parts_by_ipns(self, ipns: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """{IPN casefolded: the parts whose IPN is that in any case}, in bulk (`IPN_regex`)."""
+        return await self._bulk("ipn", "IPN_regex", "IPN", ipns)
+
+    async def parts_by_names(self, names: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """{name casefolded: the parts of that name in any case}, in bulk. `?name=` is not a filter in InvenTree
+        (it is ignored: every part comes back); name_regex is, and is case-insensitive. The exact comparison is
+        the caller's."""
+        return await self._bulk("name", "name_regex", "name", names)
+
     async def parts_by_ipn(self, ipn: str) -> list[dict[str, Any]]:
-        return await self._once(("ipn", ipn.casefold()),
-                                lambda: self.list_all("/part/", {"IPN": ipn}))
+        return (await self.parts_by_ipns([ipn]))[ipn.casefold()]
 
     async def parts_by_name(self, name: str) -> list[dict[str, Any]]:
-        # `?name=` is not a filter in InvenTree (it is ignored: every part comes back); name_regex is, and is
-        # case-insensitive. The exact comparison is made by the caller.
-        return await self._once(("name", name.casefold()),
-                                lambda: self.list_all("/part/", {"name_regex": f"^{regex_escape(name)}$"}))
+        return (await self.parts_by_names([name]))[name.casefold()]
 
-    async def bom(self, pk: int) -> list[dict[str, Any]]:
-        return await self._once(("bom", pk), lambda: self.list_all("/bom/", {"part": pk}))
+    async def parts_in_bom(self, pk: int) -> list[dict[str, Any]]:
+        """Every part that can go into the BOM of `pk` (sub-parts, their substitutes and allowed variants, inherited
+        lines), with its stock: one paged list."""
+        return await self._once(("in_bom_for", pk), lambda: self.list_all("/part/", {"in_bom_for": pk}))
+
+    async def bom(self, pk: int, substitutes: bool = False) -> list[dict[str, Any]]:
+        """The BOM lines of `pk`, each with InvenTree's own stock figures (`available_stock`,
+        `available_substitute_stock`, `available_variant_stock`); `substitutes` adds each line's substitute parts."""
+        params: dict[str, Any] = {"part": pk, **({"substitutes": "true"} if substitutes else {})}
+        return await self._once(("bom", pk, substitutes), lambda: self.list_all("/bom/", params))
+
+    async def _bulk(self, kind: str, param: str, field: str, keys: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        keys = list(keys)
+        wanted = list(dict.fromkeys(key.casefold() for key in keys))
+        originals = {key.casefold(): key for key in reversed(keys)}  # the first spelling asks
+        loop = asyncio.get_running_loop()
+        fresh: dict[str, asyncio.Future[Any]] = {}
+        for folded in wanted:
+            if (kind, folded) not in self._memo:
+                fresh[folded] = self._memo[(kind, folded)] = loop.create_future()
+        chunk: list[str] = []
+        size = 0
+        for folded in fresh:
+            text = regex_escape(originals.get(folded, folded))
+            cost = len(quote(text, safe="")) + 3
+            if chunk and (len(chunk) >= BULK_KEYS or size + cost > BULK_URL_CHARS):
+                self._spawn(self._fill(param, field, chunk, fresh, originals))
+                chunk, size = [], 0
+            chunk.append(folded)
+            size += cost
+        if chunk:
+            self._spawn(self._fill(param, field, chunk, fresh, originals))
+        answers = await asyncio.gather(*(self._memo[(kind, folded)] for folded in wanted), return_exceptions=True)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for folded, answer in zip(wanted, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            found[folded] = answer
+        return found
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fill(self, param: str, field: str, chunk: list[str], futures: dict[str, asyncio.Future[Any]],
+                    originals: dict[str, str]) -> None:
+        """One bulk request for `chunk`; each key's future gets the parts whose `field` is that key in any case."""
+        pattern = "^(" + "|".join(regex_escape(originals.get(folded, folded)) for folded in chunk) + ")$"
+        try:
+            found = await self.list_all("/part/", {param: pattern})
+        except BaseException as error:  # every waiter learns it (and a future nobody awaits logs nothing)
+            for folded in chunk:
+                if not futures[folded].done():
+                    futures[folded].set_exception(error)
+                    futures[folded].exception()
+            if not isinstance(error, Exception):
+                raise
+            return
+        by_key: dict[str, list[dict[str, Any]]] = {folded: [] for folded in chunk}
+        for item in found:
+            if isinstance(item, dict):
+                bucket = by_key.get(str(item.get(field) or "").casefold())
+                if bucket is not None:
+                    bucket.append(item)
+        for folded in chunk:
+            if not futures[folded].done():
+                futures[folded].set_result(by_key[folded])
