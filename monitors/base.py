@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator, model_validator
 
 from monitors.contract import CheckResult, Evaluation, Outcome  # noqa: F401 - re-exported for kind modules
 
@@ -17,6 +17,17 @@ from monitors.contract import CheckResult, Evaluation, Outcome  # noqa: F401 - r
 STORED = {"stored": True}  # validation context of a stored definition: limits added later do not refuse it
 UPDOWN_FIELDS = ("failure_threshold", "success_threshold", "breaker_failures", "breaker_interval_seconds",
                  "hide_url")
+# Periods are whole minutes: the timers tick once a minute, so 90 s could only be kept as 60 s, 120 s, 60 s, …
+WholeMinutes = Annotated[int, Field(ge=60, le=3600, json_schema_extra={"multipleOf": 60})]
+
+
+def whole_minutes(value: int | None, info: ValidationInfo) -> int | None:
+    """A period in seconds must be a multiple of 60 (a stored definition from before this rule keeps loading)."""
+    if value is not None and value % 60 and not (info.context or {}).get("stored"):
+        lower = max(60, value // 60 * 60)
+        raise ValueError(f"must be a multiple of 60 (the timers tick once a minute, so {value} s cannot be kept "
+                         f"evenly): use {lower} or {lower + 60}")
+    return value
 
 
 class MonitorBase(BaseModel):
@@ -28,8 +39,8 @@ class MonitorBase(BaseModel):
     id: str | None = Field(None, description="Assigned by the server.", pattern=r"^[0-9a-f]{32}$")
     name: str = Field(..., min_length=1, max_length=200)
     enabled: bool = True
-    interval_seconds: int | None = Field(None, ge=60, le=3600,
-                                         description="Check every N seconds (60–3600; default 300 unless cron).")
+    interval_seconds: WholeMinutes | None = Field(None, description="Check every N seconds: whole minutes, 60–3600 "
+                                                  "(the timers tick once a minute); default 300 unless cron.")
     cron: str | None = Field(None, description="A 5-field cron expression (UTC) instead of interval_seconds.")
     recipients: list[EmailStr] = Field(default_factory=list, max_length=50,
                                        description="Who is e-mailed; empty = DEFAULT_EMAIL_RECIPIENTS.")
@@ -37,6 +48,8 @@ class MonitorBase(BaseModel):
                                          description="Remind every N minutes while the problem lasts (off when "
                                                      "empty).")
     public: bool = Field(False, description="Shown on the public status page and its badges (default: hidden)")
+    group: str | None = Field(None, min_length=1, max_length=100,
+                              description="Its group on the public status page (default: its kind's).")
 
     updown: ClassVar[bool] = False
 
@@ -48,6 +61,11 @@ class MonitorBase(BaseModel):
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError("must be a valid 5-field cron expression, e.g. '*/5 * * * *'")
         return value
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _interval(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return whole_minutes(value, info)
 
     @model_validator(mode="after")
     def _schedule(self) -> MonitorBase:
@@ -82,17 +100,23 @@ class UpDownPolicy(MonitorBase):
     success_threshold: int = Field(1, ge=1, le=100, description="Consecutive successes before UP again.")
     breaker_failures: int = Field(5, ge=1, le=1000,
                                   description="Circuit breaker: after this many consecutive failures…")
-    breaker_interval_seconds: int = Field(300, ge=60, le=86400,
-                                          description="…check at most this often until a success.")
+    breaker_interval_seconds: int = Field(300, ge=60, le=86400, json_schema_extra={"multipleOf": 60},
+                                          description="…check at most this often (whole minutes) until a success.")
     hide_url: bool = Field(False, description="On the public status page, show the monitor but not its URL.")
+
+    @field_validator("breaker_interval_seconds")
+    @classmethod
+    def _breaker_interval(cls, value: int, info: ValidationInfo) -> int:
+        return whole_minutes(value, info) or value
 
 
 # ------------------------------------------------------------------------------------------ schedule
 
 
 def phase(monitor_id: str, period: int) -> int:
-    """A stable per-monitor offset so monitors with the same interval do not all fire on the same tick."""
-    return zlib.crc32(monitor_id.encode()) % period
+    """A stable per-monitor offset so monitors with the same interval do not all fire on the same tick; whole
+    minutes, as the timers tick once a minute: a slot is the minute of the tick that checks it."""
+    return zlib.crc32(monitor_id.encode()) % max(1, period // 60) * 60 if period % 60 == 0 else 0
 
 
 def latest_slot(monitor: MonitorBase, now: datetime, stretched_to: int | None = None) -> datetime:

@@ -12,8 +12,9 @@ this class — never by name:
 - `evaluate(cfg, state, result, now)`: pure; the new state, status, events and downtime operations;
 - `statuses`: the kind's status vocabulary (which are healthy, breaches, down; what a visitor reads);
 - hooks for what shared code shows or checks: `outbound_targets`, `public_view`, `target`, `public_url`,
-  `result_view`, `readings` (for /metrics), `samples` (Prometheus), `breaker_open`/`breaker_interval`, and
-  `email_templates`; the Config's `unique_keys` with the kind's `unique_field`.
+  `result_view`, `result_columns` (the CLI's result tables), `readings` (for /metrics), `samples`
+  (Prometheus), `breaker_open`/`breaker_interval`, and `email_templates`; the Config's `unique_keys` with the
+  kind's `unique_field`.
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ class Sample:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def as_text(value: Any) -> str:
+    """A value for a table cell: "" for None, numbers without a needless ".0"."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 C = TypeVar("C", bound="MonitorBase")
 
 
@@ -188,6 +196,7 @@ class Kind(Generic[C]):
     statuses: ClassVar[Vocabulary]
     title: ClassVar[str] = ""  # plural, for the status page's groups ("Websites")
     unique_field: ClassVar[str | None] = None  # the field a 409 names when unique_keys collide
+    unique_means: ClassVar[str | None] = None  # what the 409 says the other monitor does (default "uses this <field>")
     metrics: ClassVar[dict[str, str]] = {}  # Prometheus families this kind adds: name → help
     email_templates: ClassVar[dict[EventType, str]] = {}  # event type → template name (monitors/templates)
 
@@ -289,6 +298,15 @@ class Kind(Generic[C]):
     def result_view(self, row: dict[str, Any]) -> dict[str, Any]:
         """A stored result as the API shows it (the kind may decode its own fields)."""
         return row
+
+    def result_columns(self, row: dict[str, Any]) -> dict[str, str]:
+        """The kind's own columns of a result (as `result_view` shows it) in the CLI's `results` and `run` tables,
+        column → text. By default the latency, and the HTTP status code when the result has one."""
+        latency = row.get("latency_ms")
+        columns = {"latency": f"{latency:.0f} ms" if isinstance(latency, (int, float)) else ""}
+        if row.get("status_code") is not None:
+            columns["http"] = as_text(row["status_code"])
+        return columns
 
     def readings(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         """The metric readings of a latest result for GET /api/v1/metrics; None: this kind has none."""

@@ -6,6 +6,7 @@ States: PENDING (never checked) → UP / DEGRADED / DOWN, and ERROR when the che
 - While DOWN, a reminder every `renotify_minutes` (if set).
 - ERROR (the check could not run: bad config, our storage failing) goes to the operator, not the audience,
   and leaves the up/down counters and any open window alone; the next real result resumes where it was.
+- `since` is the time of the latest status change (into any status, ERROR included).
 
 Counters saturate (at most max(failure_threshold, breaker_failures) failures are counted), so a monitor that
 stays UP or stays DOWN produces an identical state and the engine writes nothing.
@@ -95,6 +96,7 @@ def evaluate_updown(monitor: UpDownPolicy, kind: str, prev: dict[str, Any], resu
         events.append(Event(type=type_, kind=kind, monitor_id=monitor.id or "", monitor_name=monitor.name,
                             severity=severity, occurred_at=now, message=message, details=details))
 
+    before = state.get("status", "PENDING")
     if error_policy(monitor, kind, state, result, now, events):
         return Evaluation(state, state["status"], events, ops)
     status = state.get("status", "PENDING")
@@ -107,8 +109,8 @@ def evaluate_updown(monitor: UpDownPolicy, kind: str, prev: dict[str, Any], resu
         state["oks"] = min(int(state.get("oks", 0)) + 1, monitor.success_threshold)
         healthy = "DEGRADED" if result.outcome == "degraded" else "UP"
         if status == "PENDING":
-            status = healthy
-        elif status == "DOWN":
+            status = "UP"  # a first check that is slow is announced below, as for any UP monitor turning slow
+        if status == "DOWN":
             if state["oks"] >= monitor.success_threshold:
                 started = _dt(state.pop("down_since", None))
                 seconds = round((now - started).total_seconds()) if started else None
@@ -147,6 +149,8 @@ def evaluate_updown(monitor: UpDownPolicy, kind: str, prev: dict[str, Any], resu
                 event(EventType.MONITOR_DOWN, "critical", f"{monitor.name} is still down: {result.error}",
                       error=result.error, since=state.get("down_since"), reminder=True)
                 events[-1].replaces = REMINDER  # a newer reminder makes a queued one moot
+    if status != before:  # to UP, DEGRADED or DOWN, or back from ERROR: since when it has this status
+        state["since"] = _iso(now)
     state["status"] = status
     return Evaluation(state, status, events, ops)
 

@@ -228,7 +228,7 @@ async def _end_to_end(http, devhost, app_copy, azurite, open_port, closed_port, 
         await asyncio.sleep(0.1)
     up, down = results[up_id][0], results[down_id][0]
     assert up["outcome"] == "up" and up["latency_ms"] > 0 and up["trigger"] == "timer", up
-    assert "error" not in up, up
+    assert up["error"] is None, up
     assert down["outcome"] == "down" and down["error"] == f"cannot connect to 127.0.0.1:{closed_port}: " \
                                                           "connection refused", down
     assert (await call(http, "GET", f"/api/v1/monitors/{up_id}"))["state"]["status"] == "UP"

@@ -22,7 +22,9 @@ async def test_steady_ticks_send_a_handful_of_requests_and_touch_no_state(settin
                                         "spec": to_entity_spec(cfg)})
         cold = await engine.run_kind(store, settings, "website", trigger="manual")
         assert cold.checked == 60 and all(o.status == "UP" for o in cold.outcomes)
-        before = {k: row.etag for k, row in (await store.load_states("website"))[0].items()}
+        states = (await store.load_states("website"))[0]
+        assert all(row.data.get("since") for row in states.values())  # UP since the first check
+        before = {k: row.etag for k, row in states.items()}
 
         steady = await engine.run_kind(store, settings, "website", trigger="manual")
         after = {k: row.etag for k, row in (await store.load_states("website"))[0].items()}

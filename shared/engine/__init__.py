@@ -1,8 +1,9 @@
 """The engine: select due → check → evaluate (pure) → persist (ETag state + outbox) → publish.
 
-run.py drives a tick, manual.py a run-now, settle.py commits one monitor's result, outbox.py publishes what a
-commit left."""
+due.py says what is due (and when a monitor is checked next), run.py drives a tick, manual.py a run-now, settle.py
+commits one monitor's result, outbox.py publishes what a commit left."""
 
+from shared.engine.due import due_monitors, due_slot, next_check_at
 from shared.engine.manual import MonitorNotFound, run_monitor
 from shared.engine.outbox import payloads, publish
 from shared.engine.run import (
@@ -10,7 +11,6 @@ from shared.engine.run import (
                                AppStoragePort,
                                TickSummary,
                                check_context,
-                               due_monitors,
                                known_kinds,
                                load_configs,
                                run_kind,
@@ -18,4 +18,5 @@ from shared.engine.run import (
 from shared.engine.settle import Outcome
 
 __all__ = ["OUTBOX_GRACE", "AppStoragePort", "MonitorNotFound", "Outcome", "TickSummary", "check_context",
-           "due_monitors", "known_kinds", "load_configs", "payloads", "publish", "run_kind", "run_monitor"]
+           "due_monitors", "due_slot", "known_kinds", "load_configs", "next_check_at", "payloads", "publish",
+           "run_kind", "run_monitor"]

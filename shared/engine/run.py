@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS, from_entity, kind_of
-from monitors.base import latest_slot
 from monitors.contract import CheckContext, CheckResult
+from shared.engine.due import due_monitors
 from shared.engine.outbox import publish
 from shared.engine.settle import Outcome, evaluate, result_row, settle, unchanged
 from shared.secrets import scrub, scrub_obj
@@ -243,22 +243,6 @@ class ResultWriter:
 
 
 # ---------------------------------------------------------------------------------------- services
-
-
-def due_monitors(monitors: list[MonitorBase], states: dict[str, StateRow], window_start: datetime,
-                 now: datetime) -> list[tuple[MonitorBase, datetime]]:
-    """Monitors with a scheduled slot in (window_start, now]; a never-checked monitor is due at once."""
-    due = []
-    for cfg in monitors:
-        row = states.get(cfg.id or "")
-        if row is None:
-            due.append((cfg, now.replace(second=0, microsecond=0)))
-            continue
-        kind = KINDS[cfg.kind]
-        slot = latest_slot(cfg, now, kind.breaker_interval(cfg) if kind.breaker_open(cfg, row.data) else None)
-        if slot > window_start:
-            due.append((cfg, slot))
-    return due
 
 
 _parsed: dict[str, tuple[str, MonitorBase]] = {}  # monitor id → (stored spec, its Config), across runs

@@ -37,9 +37,19 @@ class Outcome:
 
 def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult,
              now: datetime) -> tuple[Evaluation, dict[str, Any]]:
-    """The kind's pure evaluate on the stored state (without the engine's bookkeeping); (evaluation, previous)."""
+    """The kind's pure evaluate on the stored state (without the engine's bookkeeping); (evaluation, previous).
+
+    `since` (GET /monitors: since when the monitor has its status) is set at every status change, whichever kind:
+    a kind that did not set it itself gets the time of this result. Only a change sets it, and a change is written
+    anyway: the steady path stays free of writes."""
     prev = {k: v for k, v in row.data.items() if k not in ENGINE_KEYS} if row else {}
-    return kind.evaluate(cfg, prev, result, now), prev
+    evaluation = kind.evaluate(cfg, prev, result, now)
+    if cfg.public:  # e-mails about a public monitor may link to its place on the status page
+        for event in evaluation.events:
+            event.public = True
+    if evaluation.status != (row.status if row else None) and evaluation.state.get("since") == prev.get("since"):
+        evaluation.state = {**evaluation.state, "since": now.isoformat()}
+    return evaluation, prev
 
 
 def unchanged(evaluation: Evaluation, prev: dict[str, Any]) -> bool:

@@ -91,8 +91,15 @@ async def results(store: Store, monitor_id: str, limit: int = 50, before: dateti
     name = entity.get("kind")
     result_view = KINDS[name].result_view if isinstance(name, str) and name in KINDS else dict
     rows = await store.query_results(monitor_id, limit=limit, before=before)
-    items = [clean(result_view(r), drop=("monitor_id",)) for r in rows]
+    items = [result_item(clean(result_view(r), drop=("monitor_id",))) for r in rows]
     return {"items": items, "next_before": items[-1]["ts"] if len(items) == limit else None}
+
+
+def result_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored result with its two times side by side: `slot`, the scheduled time it belongs to (its key; `ts`
+    is the same, for older clients and as the paging cursor), and `checked_at`, when the check ran."""
+    return {"slot": item.get("ts"), "checked_at": item.pop("checked_at", None),
+            "latency_ms": None, "error": None, **item}  # Table Storage keeps no nulls: the same fields as run-now
 
 
 async def downtimes(store: Store, monitor_id: str, limit: int = 100) -> dict:

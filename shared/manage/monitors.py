@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from monitors import KINDS, from_entity, kind_of, to_entity_spec
-from monitors.base import next_slot
+from shared.engine.due import next_check_at
 from shared.errors import Duplicate, Invalid, NotFound, TooLarge, field_error, validation_details
 from shared.storage import Conflict, EntityTooLarge, check_entity, etag_of, unique_row
 from shared.storage.keys import MONITORS_PK
@@ -42,8 +42,12 @@ def unknown_kind() -> Invalid:
     return Invalid("unknown kind", field_error("kind", f"one of: {', '.join(sorted(KINDS))}"))
 
 
-def view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None, status: str | None) -> dict:
+def view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None, status: str | None,
+         paused: bool = False) -> dict:
+    """A monitor as the API and the CLI show it. `state`: its stored state (None: never checked); `paused`: its
+    kind's timer is paused (no next check until it is resumed)."""
     kind = kind_of(cfg.kind)
+    checked = state is not None
     data = kind.public_view(cfg)
     data["target"] = kind.target(cfg)
     data["created_at"] = iso(entity.get("created_at"))
@@ -51,19 +55,23 @@ def view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None,
     state = state or {}
     if not data.get("name") and state.get("name"):  # a kind may leave `name` empty and show what it found
         data["name"] = state["name"]  # (stock: the product's name in WHMCS)
-    breaker = kind.breaker_open(cfg, state)
     data["state"] = {
         "status": status or "PENDING",
         "since": state.get("since"),
         "consecutive_failures": state.get("fails", 0),
         "down_since": state.get("down_since"),
-        "circuit_open": breaker,
+        "circuit_open": kind.breaker_open(cfg, state),
         "error": state.get("error"),
-        "next_check_at": next_slot(cfg, datetime.now(UTC),
-                                   kind.breaker_interval(cfg) if breaker else None).isoformat()
-        if cfg.enabled else None,
+        # the tick that will check it, from the timers' own due rule (shared/engine/due.py)
+        "next_check_at": next_check_at(cfg, state if checked else None).isoformat()
+        if cfg.enabled and not paused else None,
     }
     return data
+
+
+async def paused_kinds(store: Store, kinds: set[str]) -> set[str]:
+    """The kinds among `kinds` whose timer is paused."""
+    return {k for k in kinds if (await store.get_kind_meta(k)).get("paused")}
 
 
 def parse(payload: Any) -> MonitorBase:
@@ -119,9 +127,36 @@ def _entity(cfg: MonitorBase, created_at: datetime) -> dict[str, Any]:
             "spec": to_entity_spec(cfg), "created_at": created_at, "updated_at": datetime.now(UTC)}
 
 
-def _duplicate(cfg: MonitorBase) -> Duplicate:
-    field = kind_of(cfg.kind).unique_field or "(unique key)"
-    return Duplicate(f"another {cfg.kind} monitor already uses this {field}", field_error(field, "must be unique"))
+# -- uniqueness: an enabled monitor holds one guard row per unique key (Config.unique_keys); a disabled one holds
+# none, so it blocks nobody — enabling it takes its rows again (409 if another monitor took them meanwhile).
+
+
+def unique_rows(cfg: MonitorBase) -> set[str]:
+    """The guard rows `cfg` must hold."""
+    return {unique_row(cfg.kind, k) for k in cfg.unique_keys()} if cfg.enabled else set()
+
+
+async def held_rows(store: Store, monitor_id: str) -> set[str]:
+    """The guard rows a monitor holds, as stored (whichever version of unique_keys wrote them)."""
+    rows = await store.query("monitors", "PartitionKey eq @pk and RowKey ge @lo and monitor_id eq @id",
+                             {"pk": MONITORS_PK, "lo": "~", "id": monitor_id}, select=["RowKey"])
+    return {row["RowKey"] for row in rows}
+
+
+async def _duplicate(store: Store, cfg: MonitorBase, taken: str | None) -> Duplicate:
+    """The 409 for a unique key another monitor holds, naming that monitor."""
+    kind = kind_of(cfg.kind)
+    field = kind.unique_field or "(unique key)"
+    does = kind.unique_means or f"uses this {field}"
+    holder = None
+    if taken:
+        rows = await store.query("monitors", "PartitionKey eq @pk and RowKey eq @rk", {"pk": MONITORS_PK, "rk": taken},
+                                 select=["monitor_id"])
+        holder = rows[0].get("monitor_id") if rows else None
+    if holder is None:
+        return Duplicate(f"another {cfg.kind} monitor already {does}", field_error(field, "must be unique"))
+    return Duplicate(f"another {cfg.kind} monitor ({holder}) already {does}: change this one, or disable or delete "
+                     "that one", field_error(field, f"must be unique: monitor {holder} already {does}"))
 
 
 async def create_monitor(store: Store, payload: Any) -> dict[str, Any]:
@@ -130,13 +165,12 @@ async def create_monitor(store: Store, payload: Any) -> dict[str, Any]:
     cfg = parse(payload)
     check_targets(cfg)
     cfg.id = uuid.uuid4().hex
-    keys = [unique_row(cfg.kind, k) for k in cfg.unique_keys()]
     entity = fits(_entity(cfg, datetime.now(UTC)), "monitor", MONITORS_PK)
     try:
-        await store.insert_monitor(entity, keys)
-    except Conflict:
-        raise _duplicate(cfg) from None
-    return view(cfg, entity, None, None)
+        await store.insert_monitor(entity, sorted(unique_rows(cfg)))
+    except Conflict as conflict:
+        raise await _duplicate(store, cfg, conflict.key) from None
+    return view(cfg, entity, None, None, paused=bool(await paused_kinds(store, {cfg.kind})))
 
 
 def too_large(error: EntityTooLarge, what: str) -> TooLarge:
@@ -197,7 +231,8 @@ async def get_monitor(store: Store, monitor_id: str) -> dict[str, Any]:
     except Unreadable:
         return unreadable_view(entity)
     row = await store.get_state(entity["kind"], monitor_id)
-    return view(cfg, entity, row.data if row else None, row.status if row else None)
+    paused = bool(await paused_kinds(store, {cfg.kind}))
+    return view(cfg, entity, row.data if row else None, row.status if row else None, paused)
 
 
 async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str, Any]]:
@@ -205,8 +240,10 @@ async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str,
         raise unknown_kind()
     entities = await store.list_monitors(kind)
     states: dict[str, Any] = {}
-    for k in {str(e.get("kind")) for e in entities} & set(KINDS):
+    present = {str(e.get("kind")) for e in entities} & set(KINDS)
+    for k in present:
         states.update((await store.load_states(k))[0])
+    paused = await paused_kinds(store, present)
     out = []
     for entity in sorted(entities, key=lambda e: (e.get("name", "").lower(), e["RowKey"])):
         row = states.get(entity["RowKey"])
@@ -215,7 +252,7 @@ async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str,
         except Unreadable:  # one unreadable definition must not hide the others
             out.append(unreadable_view(entity))
             continue
-        out.append(view(cfg, entity, row.data if row else None, row.status if row else None))
+        out.append(view(cfg, entity, row.data if row else None, row.status if row else None, cfg.kind in paused))
     return out
 
 
@@ -237,18 +274,19 @@ async def update_monitor(store: Store, monitor_id: str, patch: Any) -> dict[str,
         merged["cron"] = None
     new = parse(merged)
     check_targets(new)
-    old_keys = {unique_row(cfg.kind, k) for k in cfg.unique_keys()}
-    new_keys = {unique_row(new.kind, k) for k in new.unique_keys()}
+    old_keys, new_keys = await held_rows(store, monitor_id), unique_rows(new)
     new_entity = fits(_entity(new, entity.get("created_at") or datetime.now(UTC)), "monitor", MONITORS_PK)
     try:
-        await store.update_monitor(new_entity, etag_of(entity), old_keys - new_keys, new_keys - old_keys)
+        await store.update_monitor(new_entity, etag_of(entity), sorted(old_keys - new_keys),
+                                   sorted(new_keys - old_keys))
     except Conflict as conflict:
         if conflict.key:
-            raise _duplicate(new) from None
+            raise await _duplicate(store, new, conflict.key) from None
         raise Duplicate("the monitor was changed by someone else at the same time; retry",
                         field_error("(monitor)", "concurrent update")) from None
     row = await store.get_state(entity["kind"], monitor_id)
-    return view(new, new_entity, row.data if row else None, row.status if row else None)
+    paused = bool(await paused_kinds(store, {new.kind}))
+    return view(new, new_entity, row.data if row else None, row.status if row else None, paused)
 
 
 async def set_enabled(store: Store, monitor_id: str, enabled: bool) -> dict[str, Any]:
@@ -268,15 +306,9 @@ def unmask(sent: Any, shown: Any, stored: Any) -> Any:
 
 async def delete_monitor(store: Store, monitor_id: str) -> None:
     entity = await load_entity(store, monitor_id)
-    try:
-        cfg = readable(entity)
-        keys = [unique_row(cfg.kind, k) for k in cfg.unique_keys()]
-    except Unreadable:  # its unique values are unknown: the guard rows that point at it
-        rows = await store.query("monitors", "PartitionKey eq @pk and RowKey ge @lo and monitor_id eq @id",
-                                 {"pk": MONITORS_PK, "lo": "~", "id": monitor_id}, select=["RowKey"])
-        keys = [row["RowKey"] for row in rows]
     kind = entity.get("kind")
-    await store.delete_monitor(monitor_id, kind if isinstance(kind, str) else "", keys)
+    guards = await held_rows(store, monitor_id)  # as stored: an unreadable definition's too
+    await store.delete_monitor(monitor_id, kind if isinstance(kind, str) else "", sorted(guards))
 
 
 def kinds() -> list[dict[str, Any]]:

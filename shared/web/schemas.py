@@ -149,12 +149,15 @@ class MonitorState(Strict):
     """What the engine knows about a monitor now (`status` is one of its kind's statuses)."""
 
     status: str
-    since: datetime | None
+    since: datetime | None = Field(description="When the monitor got its current status (null: never checked, or "
+                                   "in this status since before the app recorded it for every status).")
     consecutive_failures: int
     down_since: datetime | None
     circuit_open: bool
     error: str | None
-    next_check_at: datetime | None = Field(description="null while the monitor is disabled.")
+    next_check_at: datetime | None = Field(description="The timer tick that will check it next (the same rule the "
+                                           "timers select by); null while the monitor is disabled or its kind "
+                                           "paused.")
 
 
 class ViewFields(BaseModel):
@@ -222,15 +225,21 @@ def monitor_models() -> MonitorModels:
 # ------------------------------------------------------------------------------------------------ history
 
 
+SLOT = ("The scheduled time the result belongs to: the minute of the timer tick that checked it (a check it "
+        "caught up on later keeps its own), or the time of a run by hand.")
+CHECKED_AT = "When the check ran (null only for results stored by versions that did not record it)."
+
+
 class ResultRow(Open):
     """One stored check result; the kind's own fields (status_code, quantity, metrics, …) come with it."""
 
-    ts: datetime = Field(description="The scheduled slot the result belongs to (its key).")
+    slot: datetime = Field(description=SLOT)
+    checked_at: datetime | None = Field(description=CHECKED_AT)
+    ts: datetime = Field(description="The same as `slot` (the result's key; `next_before` pages by it).")
     outcome: Outcome
     status: str | Absent = Field(None, description="The monitor's status after this result.")
-    latency_ms: float | Absent = None
-    error: str | Absent = None
-    checked_at: datetime | Absent = None
+    latency_ms: float | None = Field(description="Null when the check got no answer to time.")
+    error: str | None = Field(description="What went wrong, in plain words; null when nothing did.")
     trigger: str | Absent = Field(None, description="timer or manual.")
 
 
@@ -297,7 +306,9 @@ class RunResult(Open):
 
     monitor_id: str
     name: str
-    ts: datetime
+    slot: datetime = Field(description=SLOT)
+    checked_at: datetime | None = Field(description="When the check ran.")
+    ts: datetime = Field(description="The same as `slot`.")
     outcome: Outcome
     status: str | None
     latency_ms: float | None
