@@ -32,10 +32,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from monitors.base import MonitorBase
-from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, warning
+from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, as_text, healthy, warning
 from monitors.policy import REMINDER, error_policy
 from shared.events import Event, EventType
 from shared.secrets import scrub
@@ -45,6 +46,10 @@ KIND = "stock"
 HISTORY = 10  # quantity changes kept in the state for the forecast
 MIN_PURCHASES = 2  # decreases needed before a forecast is made
 FORECAST_KEYS = ("consumption_per_day", "days_to_stockout", "stockout_at")
+# The fields of a stock record that may be null (the first record has no previous quantity, a record without a
+# breach no threshold type, one without a trend no forecast). Table Storage keeps no nulls, so `result_view` puts
+# them back: a record reads the same from run-now and from storage.
+NULLABLE = ("previous_quantity", "threshold_type", *FORECAST_KEYS)
 
 log = logging.getLogger("monitor.stock")
 
@@ -72,9 +77,14 @@ class Config(MonitorBase):
 
     @model_validator(mode="after")
     def _thresholds(self) -> Config:
-        if self.threshold_low is not None and self.threshold_high is not None \
-                and self.threshold_low > self.threshold_high:
-            raise ValueError("threshold_low must not be greater than threshold_high")
+        low, high = self.threshold_low, self.threshold_high
+        if low is not None and high is not None and low > high:
+            # one error per field, so a 422 names both (a plain ValueError would name neither)
+            error = PydanticCustomError("threshold_order", "threshold_low must not be greater than threshold_high "
+                                        "({low} > {high})", {"low": low, "high": high})
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=error, loc=("threshold_low",), input=low),
+                InitErrorDetails(type=error, loc=("threshold_high",), input=high)])
         return self
 
     def unique_keys(self) -> list[str]:
@@ -248,10 +258,9 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
         state["since"] = _iso(now)
     state["status"] = status
 
-    for key in FORECAST_KEYS:
-        result.data.pop(key, None)
     result.data.update({"delta": delta, "change_type": change, "threshold_breached": breach is not None,
-                        "threshold_type": breach, "previous_quantity": previous, **step.fc})
+                        "threshold_type": breach, "previous_quantity": previous,
+                        **{key: step.fc.get(key) for key in FORECAST_KEYS}})
     return Evaluation(state, status, step.events)
 
 
@@ -338,6 +347,7 @@ def _breach_event(step: _Step, breach: str, limits: dict[str, Any], reminder: bo
     if reminder:
         step.events[-1].replaces = REMINDER
 
+
 class Stock(Kind[Config]):
     name = KIND
     model = Config
@@ -356,8 +366,24 @@ class Stock(Kind[Config]):
     def target(self, cfg: Config) -> str:
         return f"pid {cfg.product_id}"
 
+    def result_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        return result_view(row)
+
     def samples(self, row: dict[str, Any]) -> list[Sample]:
         return [Sample("stock_quantity", row.get("quantity"))]
+
+    def result_columns(self, row: dict[str, Any]) -> dict[str, str]:
+        delta, days = row.get("delta"), row.get("days_to_stockout")
+        return {"quantity": as_text(row.get("quantity")), "delta": f"{delta:+g}" if delta else as_text(delta),
+                "change": as_text(row.get("change_type")), "stock-out in": f"{days:g} days" if days is not None else ""}
+
+
+def result_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A record as the API shows it: a stock reading (it has a quantity) with every NULLABLE field, null when
+    unknown, whether it comes from a check just made or from Table Storage (which stores no nulls)."""
+    if row.get("quantity") is None:
+        return row
+    return {**row, **{key: row.get(key) for key in NULLABLE}}
 
 
 PLUGIN = Stock()

@@ -578,8 +578,10 @@ async def test_the_monitors_api_runs_pauses_and_reports_stock(stock_settings, wh
     assert made["name"] == "" and made["product_id"] == 42 and made["state"]["status"] == "PENDING"
 
     status, body = await call("monitors", "POST", "v1/monitors", {"kind": "stock", "product_id": 42})
-    assert status == 409 and body["error"]["message"] == "another stock monitor already uses this product_id"
-    assert body["error"]["details"] == [{"field": "product_id", "message": "must be unique"}]
+    assert status == 409 and body["error"]["message"].startswith(f"another stock monitor ({mid}) already uses "
+                                                                 "this product_id")
+    assert body["error"]["details"] == [{"field": "product_id",
+                                         "message": f"must be unique: monitor {mid} already uses this product_id"}]
     status, body = await call("monitors", "POST", "v1/monitors", {"kind": "stock", "product_id": 43,
                                                                    "threshold_low": 9, "threshold_high": 2})
     assert status == 422 and "threshold_low must not be greater than threshold_high" in str(body)

@@ -13,6 +13,9 @@ Stock fields per product `style`:
     "none"    no stock control: neither field (legacy), or "stockcontrol": false with `explicit_off`
 
 Switches: `single_object = True` sends `"product": {...}` instead of a list when one product matches;
+`keyed_object = True` sends the products as an object keyed "0", "1", … (`"product": {"0": {...}, "1": {...}}`):
+a PHP array serialised as an object, which json_encode does when the keys are not exactly 0…n-1 — here each key is
+the product's position in the whole catalogue, so a `pid` filter leaves gaps ("0", "2");
 `empty = ""` / `"missing"` is how "no products" looks. `fail(mode, times=None)` makes the next `times`
 requests (all, when None) fail: "auth" (200 + {"result":"error","message":"Authentication Failed"}),
 "auth403" (the same with HTTP 403), "ip" (403, "Invalid IP 203.0.113.9"), "500", "503", "html" (200, a
@@ -80,6 +83,7 @@ class WhmcsFake:
     products: dict[int, Product] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     single_object: bool = False
+    keyed_object: bool = False
     empty: str = "missing"  # how "nothing matched" looks: "missing" (no `products` key) or "" (empty string)
     delay: float = 2.0
     url: str = ""
@@ -153,10 +157,17 @@ class WhmcsFake:
             return web.json_response({"result": "error", "message": "Command Not Found"})
 
         wanted = {int(p) for p in str(form.get("pid", "")).split(",") if p.strip().isdigit()}
-        items = [p.wire() for pid, p in sorted(self.products.items()) if not wanted or pid in wanted]
+        catalogue = sorted(self.products.items())
+        keyed = {str(n): p.wire() for n, (pid, p) in enumerate(catalogue) if not wanted or pid in wanted}
+        items = list(keyed.values())
         reply: dict[str, Any] = {"result": "success", "totalresults": len(items)}
         if items:
-            reply["products"] = {"product": items[0] if self.single_object and len(items) == 1 else items}
+            product: Any = items
+            if self.single_object and len(items) == 1:
+                product = items[0]
+            elif self.keyed_object:
+                product = keyed
+            reply["products"] = {"product": product}
         elif self.empty == "":
             reply["products"] = ""
         return web.Response(text=json.dumps(reply), content_type="application/json")

@@ -12,9 +12,29 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from monitors.contract import CheckContext, CheckResult, Evaluation, Kind, Sample, Vocabulary, healthy, red, warning
+from monitors.contract import (
+    CheckContext,
+    CheckResult,
+    Evaluation,
+    Kind,
+    Sample,
+    Vocabulary,
+    as_text,
+    healthy,
+    red,
+    warning,
+)
 from monitors.resource.config import Config
-from monitors.resource.evaluate import KIND, LEVELS, MAX_SAMPLES, decode_metrics, evaluate, project_full, result_view  # noqa: F401
+from monitors.resource.evaluate import (  # noqa: F401 - the kind's API
+    KIND,
+    LEVELS,
+    MAX_SAMPLES,
+    decode_metrics,
+    evaluate,
+    project_full,
+    readings_view,
+    result_view,
+)
 
 
 class ResourceStatus(StrEnum):
@@ -52,8 +72,11 @@ class Resource(Kind[Config]):
     def target(self, cfg: Config) -> str:
         return cfg.source.type
 
-    def readings(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    def result_view(self, row: dict[str, Any]) -> dict[str, Any]:
         return result_view(row)
+
+    def readings(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        return readings_view(row)
 
     def samples(self, row: dict[str, Any]) -> list[Sample]:
         out = []
@@ -64,6 +87,12 @@ class Resource(Kind[Config]):
             out.append(Sample("resource_metric_value", metric.get("value"), labels))
             out.append(Sample("resource_metric_level", LEVELS.get(str(metric.get("status"))), labels))
         return out
+
+    def result_columns(self, row: dict[str, Any]) -> dict[str, str]:
+        """A column per metric: its value and unit, and its status unless OK."""
+        return {str(m["name"]): f"{as_text(m.get('value'))} {m.get('unit') or ''}".rstrip()
+                + ("" if m.get("status") in (None, "OK") else f" {m['status']}")
+                for m in decode_metrics(row.get("metrics")) if isinstance(m, dict) and "name" in m}
 
 
 PLUGIN = Resource()

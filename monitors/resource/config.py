@@ -7,7 +7,8 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from monitors.base import MonitorBase
 
@@ -119,12 +120,23 @@ class ResourceLocalSource(BaseModel):
 
     type: Literal["local"]
     paths: list[str] = Field(default_factory=lambda: ["/"], min_length=1, max_length=20,
-                             description="Absolute paths whose file systems' usage % is watched.")
-    disk: ResourcePercentLimits = Field(default_factory=ResourcePercentLimits)
+                             description="Absolute paths whose file systems' usage % is watched (with `disk`).")
+    disk: ResourcePercentLimits | None = Field(default_factory=ResourcePercentLimits,
+                                               description="Disk usage % of each of `paths`; null = not watched.")
     memory: ResourcePercentLimits | None = Field(default_factory=ResourcePercentLimits,
                                                  description="Memory usage %; null = not watched.")
     cpu: ResourcePercentLimits | None = Field(None, description="CPU usage %; null (default) = not watched.")
     cpu_interval_seconds: float = Field(1.0, ge=0.1, le=10, description="How long CPU usage is measured.")
+
+    @model_validator(mode="after")
+    def _watches_something(self) -> ResourceLocalSource:
+        if self.disk is None and self.memory is None and self.cpu is None:
+            # one error per field, so a 422 names all three
+            error = PydanticCustomError("nothing_watched", "nothing to watch: disk, memory and cpu are all null "
+                                        "(give thresholds for at least one)")
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=error, loc=(name,), input=None) for name in ("disk", "memory", "cpu")])
+        return self
 
     @field_validator("paths")
     @classmethod

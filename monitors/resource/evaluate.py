@@ -38,11 +38,13 @@ def worst(statuses: Any) -> str:
 
 
 def encode_metrics(metrics: list[dict[str, Any]]) -> str:
+    """The `metrics` of a result as Table Storage keeps it: one string property (it has no list type)."""
     return json.dumps(metrics, separators=(",", ":"))
 
 
 def decode_metrics(raw: Any) -> list[dict[str, Any]]:
-    """The `metrics` field of a result (a JSON list) back to dicts; [] when absent or unreadable."""
+    """The `metrics` field of a result (a JSON list, or the list itself) back to dicts; [] when absent or
+    unreadable. The one place the stored string is read: results, run-now, /metrics and Prometheus go through it."""
     if isinstance(raw, list):
         return raw
     try:
@@ -235,10 +237,17 @@ def evaluate(cfg: Config, prev: dict[str, Any], result: CheckResult, now: dateti
     return Evaluation(state, overall, events)
 
 
-# ------------------------------------------------------------------------------------------- /metrics
+# ------------------------------------------------------------------------------------ results and /metrics
 
 
-def result_view(row: dict[str, Any] | None) -> dict[str, Any]:
+def result_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A result (stored, or just made) as the API shows it: `metrics` a JSON list of objects, not a string."""
+    if "metrics" not in row:
+        return row
+    return {**row, "metrics": decode_metrics(row["metrics"])}
+
+
+def readings_view(row: dict[str, Any] | None) -> dict[str, Any]:
     """A stored result (the latest of a monitor) as GET /api/v1/metrics shows it; None = never checked."""
     if row is None:
         return {"status": "PENDING", "last_updated": None, "error": None, "metrics": {}, "statuses": {},

@@ -145,21 +145,26 @@ def result_of(src: Any, metrics: list[dict[str, Any]], latency: float) -> CheckR
 # -- local (psutil)
 
 
+def _disk(path: str, limits: ResourceLimits) -> dict[str, Any]:
+    import psutil
+
+    try:
+        usage = psutil.disk_usage(path)
+    except OSError as error:
+        raise CheckError(f"disk {path}: {error.strerror or error}") from None
+    return make_metric(f"disk {path}", usage.percent, "%", limits, path=path, used_bytes=usage.used,
+                       free_bytes=usage.free, total_bytes=usage.total)
+
+
 def _measure_local(src: ResourceLocalSource) -> list[dict[str, Any]]:
     import psutil
 
-    metrics = []
-    for path in src.paths:
-        try:
-            usage = psutil.disk_usage(path)
-        except OSError as error:
-            raise CheckError(f"disk {path}: {error.strerror or error}") from None
-        metrics.append(make_metric(f"disk {path}", usage.percent, "%", src.disk, path=path, used_bytes=usage.used,
-                               free_bytes=usage.free, total_bytes=usage.total))
+    disk = src.disk  # each null: not watched
+    metrics = [_disk(path, disk) for path in src.paths] if disk is not None else []
     if src.memory is not None:
         memory = psutil.virtual_memory()
         metrics.append(make_metric("memory", memory.percent, "%", src.memory, available_bytes=memory.available,
-                               total_bytes=memory.total))
+                                   total_bytes=memory.total))
     if src.cpu is not None:
         metrics.append(make_metric("cpu", psutil.cpu_percent(interval=src.cpu_interval_seconds), "%", src.cpu))
     return metrics

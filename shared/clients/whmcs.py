@@ -36,8 +36,9 @@ def as_int(value: Any) -> int | None:
 
 
 def products_of(reply: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """{pid: product} from a GetProducts reply: `products.product` is a list, or one object when there is
-    a single product (XML-style replies), and `products` is missing or "" when nothing matched."""
+    """{pid: product} from a GetProducts reply. `products.product` comes in three shapes: a list, one object when
+    there is a single product (XML-style replies), or an object keyed "0", "1", … (a PHP array serialised as an
+    object); `products` is missing or "" when nothing matched."""
     products = reply.get("products")
     if products in (None, "", [], {}):
         return {}
@@ -47,7 +48,7 @@ def products_of(reply: dict[str, Any]) -> dict[int, dict[str, Any]]:
     if items in (None, "", [], {}):
         return {}
     if isinstance(items, dict):
-        items = [items]
+        items = list(items.values()) if _keyed_list(items) else [items]
     if not isinstance(items, list):
         raise PermanentError(f"unexpected GetProducts reply: 'products.product' is a {type(items).__name__}")
     out: dict[int, dict[str, Any]] = {}
@@ -56,6 +57,11 @@ def products_of(reply: dict[str, Any]) -> dict[int, dict[str, Any]]:
         if pid is not None:
             out[pid] = item
     return out
+
+
+def _keyed_list(items: dict[str, Any]) -> bool:
+    """A PHP list serialised as an object: every key a whole number (a product has named fields: pid, name, …)."""
+    return all(isinstance(k, str) and k.isascii() and k.isdigit() for k in items)
 
 
 def _hint(message: str) -> str:
