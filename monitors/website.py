@@ -1,12 +1,13 @@
 """Website checks: status, latency, body assertions, TLS expiry, on the up/down policy.
 
 aiohttp does the I/O: at 500 concurrent requests it spends ~0.2 ms CPU per request, where requests with
-threads spends ~0.9 ms and httpx ~13 ms (see README, Benchmarks). Every request goes through the outbound guard.
+threads spends ~0.9 ms and httpx ~13 ms (see docs/BENCHMARKS.md). Every request goes through the outbound guard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import warnings
@@ -23,13 +24,14 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from monitors.base import UpDownPolicy
 from monitors.contract import CHECK_DEADLINE, CheckContext, CheckResult, Evaluation, Sample
 from monitors.policy import UpDownKind
-from shared.events import Event, EventType
+from monitors.website_alerts import certificate_warning, remember_spells
 from shared.outbound.body import decode, read_capped
-from shared.outbound.errors import describe
+from shared.outbound.errors import describe, http_status
 from shared.outbound.guard import OutboundRefused
 from shared.outbound.http import peer_cert
 from shared.outbound.retry import WEBSITE
 from shared.secrets import MASK, mask_url, url_secrets
+from shared.text import days_left
 
 KIND = "website"
 MAX_BODY_BYTES = 1024 * 1024
@@ -128,7 +130,19 @@ class Config(UpDownPolicy):
         return self
 
     def unique_keys(self) -> list[str]:
-        return [normalize_url(self.url)]
+        """What is checked, written one way: only a monitor that checks exactly this is a duplicate (409), so one
+        URL may be watched in two ways. The URL (scheme and host in any case, the default port, "" as "/"), its
+        login, the method, the headers (names in any case), the body and every assertion — status codes (as
+        ranges: "2xx" is "200-299"), keyword, body_regex, max_response_ms —, redirects and TLS verification; not
+        the name, schedule, audience, tries, timeouts or alert policy."""
+        login = urlsplit(self.url.strip()).netloc.rpartition("@")[0]
+        what = {"url": normalize_url(self.url), "login": login, "method": self.method,
+                "headers": sorted((name.lower(), value) for name, value in self.headers.items()),
+                "body": self.body or None, "status": status_ranges(tuple(self.expected_status)),
+                "keyword": [self.keyword, self.keyword_absent] if self.keyword is not None else None,
+                "body_regex": self.body_regex, "max_response_ms": self.max_response_ms,
+                "follow_redirects": self.follow_redirects, "verify_tls": self.verify_tls}
+        return [json.dumps(what, sort_keys=True, separators=(",", ":"))]
 
 
 def normalize_url(url: str) -> str:
@@ -140,7 +154,8 @@ def normalize_url(url: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _status_matcher(items: tuple[str, ...]) -> Callable[[int], bool]:
+def status_ranges(items: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """`expected_status` as sorted, merged ranges of codes ("2xx", "300-399" → [(200, 399)])."""
     ranges = []
     for item in items:
         m = _STATUS_ITEM.match(item)
@@ -150,6 +165,18 @@ def _status_matcher(items: tuple[str, ...]) -> Callable[[int], bool]:
             ranges.append((base, base + 99))
         else:
             ranges.append((int(m.group(2)), int(m.group(3) or m.group(2))))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
+
+
+@lru_cache(maxsize=256)
+def _status_matcher(items: tuple[str, ...]) -> Callable[[int], bool]:
+    ranges = status_ranges(items)
     return lambda code: any(lo <= code <= hi for lo, hi in ranges)
 
 
@@ -211,15 +238,16 @@ async def _once(cfg: Config, http: aiohttp.ClientSession) -> CheckResult:
     if der is not None:
         expiry = _cert_expiry(der)
         data["cert_expires_at"] = expiry
-        data["cert_days_left"] = int((expiry - datetime.now(UTC)).total_seconds() // 86400)
+        data["cert_days_left"] = days_left(expiry, datetime.now(UTC))
     latency = round(latency, 1)
     if not _status_matcher(tuple(cfg.expected_status))(resp.status):
-        return CheckResult("down", latency, f"HTTP {resp.status} (expected {', '.join(cfg.expected_status)})", data)
+        return CheckResult("down", latency, f"{http_status(resp.status)} (expected {', '.join(cfg.expected_status)})",
+                           data)
     if cfg.keyword is not None or cfg.body_regex is not None:
         text = decode(body, resp.charset)
         if cfg.keyword is not None and (cfg.keyword in text) == cfg.keyword_absent:
-            where = "found" if cfg.keyword_absent else "not found"
-            return CheckResult("down", latency, f"keyword {cfg.keyword!r} {where} in the response", data)
+            verb = "contains" if cfg.keyword_absent else "does not contain"
+            return CheckResult("down", latency, f'response {verb} "{cfg.keyword}"', data)
         if cfg.body_regex is not None:
             try:
                 pattern = body_pattern(cfg.body_regex)
@@ -243,6 +271,7 @@ class Website(UpDownKind[Config]):
     model = Config
     title = "Websites"
     unique_field = "url"
+    unique_means = "checks this url the same way (the same method, headers, body and assertions)"
     metrics: ClassVar[dict[str, str]] = {
         "website_certificate_days_left": "Days until the website's TLS certificate expires.",
         "website_http_status_code": "HTTP status of the website's latest check."}
@@ -263,18 +292,16 @@ class Website(UpDownKind[Config]):
         return await WEBSITE.until(attempt, lambda r: r.outcome != "down", f"website check {cfg.id}", cfg.attempts)
 
     def evaluate(self, cfg: Config, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
+        """The up/down policy, each event told with the URL and the outage's or slow spell's times, and the
+        certificate warnings."""
         ev = super().evaluate(cfg, prev, result, now)
-        days = result.data.get("cert_days_left")
-        expiry = result.data.get("cert_expires_at")
-        if days is not None and expiry is not None and days <= cfg.cert_warning_days \
-                and ev.state.get("cert_warned_for") != expiry.isoformat():
-            ev.state["cert_warned_for"] = expiry.isoformat()
-            url = mask_url(cfg.url)
-            ev.events.append(Event(type=EventType.CERTIFICATE_EXPIRING, kind=KIND, monitor_id=cfg.id or "",
-                                   monitor_name=cfg.name, severity="warning" if days > 0 else "critical",
-                                   occurred_at=now, message=f"The TLS certificate of {url} expires in "
-                                   f"{days} day(s), on {expiry:%Y-%m-%d}.",
-                                   details={"url": url, "days_left": days, "expires_at": expiry.isoformat()}))
+        url = mask_url(cfg.url)
+        remember_spells(ev, prev, result, now)
+        warning = certificate_warning(cfg, ev.state, result, now, url)
+        if warning is not None:
+            ev.events.append(warning)
+        for event in ev.events:
+            event.details.setdefault("url", url)
         return ev
 
     def outbound_targets(self, cfg: Config) -> dict[str, str]:

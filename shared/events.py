@@ -95,6 +95,8 @@ class Event(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     confirm: dict[str, str] = Field(default_factory=dict, description="State fields the delivery path records once "
                                     "a recipient accepted this event's message (e.g. a report's hash).")
+    public: bool = Field(False, description="The monitor is on the public status page: e-mails may link to it "
+                         "there (every other page needs a key, so a private monitor's e-mails carry no link).")
     replaces: str | None = Field(None, description="A newer event of the same monitor with the same key makes this "
                                  "one moot if it has not gone out yet (reminders, reports).")
 

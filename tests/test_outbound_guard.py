@@ -436,7 +436,7 @@ async def test_without_following_redirects_the_302_itself_is_judged(env, listen)
     assert hidden.connections == 0
 
     strict = await run_check(front.url, follow_redirects=False, expected_status=["200"])
-    assert strict.outcome == "down" and strict.error == "HTTP 302 (expected 200)"  # judged, not refused
+    assert strict.outcome == "down" and strict.error == "HTTP 302 Found (expected 200)"  # judged, not refused
 
 
 # ------------------------------------------------------------------------------------ 8. host names

@@ -176,7 +176,7 @@ class EmailChannel:
             return TransientError(self.scrub(f"{where} during {stage}: {said}"), scope="channel")
         if isinstance(error, ssl.SSLCertVerificationError):
             # An untrusted or mismatched certificate is configuration (SMTP_CA_FILE, SMTP_HOST), not luck.
-            return PermanentError(self.scrub(f"{where}: TLS certificate not trusted: {tls_reason(error)}"),
+            return PermanentError(self.scrub(f"{where}: TLS certificate rejected: {tls_reason(error)}"),
                                   scope="channel")
         if isinstance(error, ssl.SSLError):
             return TransientError(self.scrub(f"{where}: TLS failed during {stage}: {tls_reason(error)}"),

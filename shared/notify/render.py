@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,8 +15,10 @@ from tabulate import tabulate
 
 from monitors import KINDS
 from shared.events import Event, EventType
+from shared.notify.updown import UPDOWN_TYPES, tell
+from shared.outbound.errors import plain
 from shared.settings import Settings
-from shared.text import clip, duration, quantity
+from shared.text import clip, duration, quantity, timestamp
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 KIND_TEMPLATES = Path(__file__).resolve().parents[2] / "monitors" / "templates"
@@ -59,12 +61,12 @@ class Rendered:
     html: str
 
 
-def _utc(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+_utc = timestamp
+_LABELS = {"latency_ms": "Response time", "url": "URL", "error": "Cause", "since": "Since"}
 
 
 def _label(key: str) -> str:
-    return key.replace("_", " ").strip().capitalize() or key
+    return _LABELS.get(key) or key.replace("_", " ").strip().capitalize() or key
 
 
 def _value(key: str, value: Any) -> str:
@@ -89,17 +91,8 @@ def _summary(event: Event) -> tuple[str, str]:
     d = event.details
     tag = _TAGS.get(event.type, event.type.value.replace("_", " "))
     summary = event.message
-    if event.type == EventType.MONITOR_DOWN:
-        if d.get("reminder"):
-            tag = "STILL DOWN"
-        summary = d.get("error") or summary
-    elif event.type == EventType.MONITOR_UP:
-        secs = d.get("downtime_seconds")
-        summary = f"up again after {duration(secs)}" if isinstance(secs, (int, float)) else "up again"
-    elif event.type == EventType.MONITOR_DEGRADED:
-        summary = d.get("reason") or summary
-    elif event.type == EventType.MONITOR_ERROR:
-        summary = d.get("error") or summary
+    if event.type == EventType.MONITOR_ERROR:
+        summary = plain(d.get("error")) or summary
     elif event.type == EventType.MONITOR_ERROR_CLEARED:
         summary = "the checker works again"
     elif summary.startswith(event.monitor_name + " "):
@@ -107,10 +100,12 @@ def _summary(event: Event) -> tuple[str, str]:
     return tag, " ".join(str(summary).split())
 
 
-def monitor_link(settings: Settings, monitor_id: str) -> str | None:
-    if not settings.public_base_url or not monitor_id:
+def monitor_link(settings: Settings, event: Event) -> str | None:
+    """Where a recipient can look at the monitor: its place on the public status page when the monitor is public.
+    Every other page needs a function key, so an e-mail about a private monitor carries no link."""
+    if not settings.public_base_url or not event.monitor_id or not event.public:
         return None
-    return f"{settings.public_base_url.rstrip('/')}/api/v1/monitors/{quote(monitor_id, safe='')}"
+    return f"{settings.public_base_url.rstrip('/')}/api/status-page#m-{quote(event.monitor_id, safe='')}"
 
 
 def _subject(tag: str, name: str, summary: str) -> str:
@@ -144,7 +139,7 @@ def _render_own(template: str, event: Event, settings: Settings) -> Rendered:
     title = str(d.get("title") or event.monitor_name)
     subject = _subject(tag, title, str(d.get("summary") or event.message))
     ctx = {**d, "subject": subject, "banner": f"{tag}: {title}", "color": _COLORS.get(event.severity, "#57606a"),
-           "message": event.message, "time": _utc(event.occurred_at), "link": monitor_link(settings, event.monitor_id),
+           "message": event.message, "time": _utc(event.occurred_at), "link": monitor_link(settings, event),
            "footer": FOOTER}
     return Rendered(subject, _env.get_template(f"{template}.txt").render(ctx),
                     _env.get_template(f"{template}.html").render(ctx))
@@ -156,6 +151,8 @@ def render_event(event: Event, settings: Settings) -> Rendered:
     template = own_template(event)
     if template is not None:
         return _render_own(template, event, settings)
+    if event.type in UPDOWN_TYPES:
+        return _render_updown(event, settings)
     tag, summary = _summary(event)
     subject = _subject(tag, event.monitor_name, summary)
     facts = [("Monitor", event.monitor_name), ("Kind", event.kind), ("Event", event.type.value),
@@ -167,9 +164,20 @@ def render_event(event: Event, settings: Settings) -> Rendered:
     details = [(_label(k), _value(k, v)) for k, v in event.details.items() if v is not None and k not in shown]
     ctx = {"subject": subject, "banner": f"{tag}: {event.monitor_name}", "color": _COLORS.get(event.severity,
            "#57606a"), "message": event.message or summary, "facts": facts, "details": details,
-           "link": monitor_link(settings, event.monitor_id) if event.kind != "alert_rule" else None,
+           "link": monitor_link(settings, event) if event.kind != "alert_rule" else None,
            "footer": ADMIN_FOOTER if event.audience == "operator" else FOOTER,
            "width": max(len(label) for label, _ in facts + details) + 1}
+    return Rendered(subject, _env.get_template("event.txt").render(ctx), _env.get_template("event.html").render(ctx))
+
+
+def _render_updown(event: Event, settings: Settings) -> Rendered:
+    """A website's (any up/down monitor's) DOWN, UP, DEGRADED, RECOVERED and certificate mails: see updown.py."""
+    told = tell(event)
+    subject = _subject(told.tag, event.monitor_name, told.summary)
+    ctx = {"subject": subject, "banner": f"{told.tag}: {event.monitor_name}",
+           "color": _COLORS.get(event.severity, "#57606a"), "message": told.headline, "facts": told.facts,
+           "details": [], "link": monitor_link(settings, event), "footer": FOOTER,
+           "width": max(len(label) for label, _ in told.facts) + 1}
     return Rendered(subject, _env.get_template("event.txt").render(ctx), _env.get_template("event.html").render(ctx))
 
 
@@ -196,6 +204,6 @@ def render_notice(event: Event, settings: Settings) -> Rendered:
     facts = [("Monitor", event.monitor_name)] if event.monitor_id else []
     facts += [(label, _value(key, d[key])) for key, label in NOTICE_FACTS if d.get(key) not in (None, "")]
     ctx = {"subject": subject, "banner": banner, "color": "#cf222e", "headline": event.message, "facts": facts,
-           "link": monitor_link(settings, event.monitor_id), "footer": ADMIN_FOOTER, "explanation": explanation,
+           "link": monitor_link(settings, event), "footer": ADMIN_FOOTER, "explanation": explanation,
            "width": max((len(label) for label, _ in facts), default=8) + 1}
     return Rendered(subject, _env.get_template("poison.txt").render(ctx), _env.get_template("poison.html").render(ctx))
