@@ -16,7 +16,7 @@ second list), and drives them:
   a host that goes away gives it back within the lease; a failure makes it visible again after visibilityTimeout;
   a message whose handler keeps failing goes to `<queue>-poison`, as the host does.
 
-It is a development tool: production runs on the Functions host. See README, "Local host", for what it does
+It is a development tool: production runs on the Functions host. See docs/LOCAL.md for what it does
 not reproduce.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hmac
 import inspect
 import json
@@ -52,12 +53,24 @@ KEY_HINT = "send it as the x-functions-key header or as ?code= in the query stri
 
 
 def load_local_settings(path: Path | None = None) -> None:
-    """Put local.settings.json's Values into the environment (what is set already wins, as with Core Tools)."""
-    path = path or ROOT / "local.settings.json"
-    if not path.exists():
-        return
-    for name, value in json.loads(path.read_text()).get("Values", {}).items():
-        os.environ.setdefault(name, str(value))
+    """Put local.settings.json's Values into the environment (what is set already wins, as with Core Tools): the
+    same reader as the CLI's (shared/settings.py). A file that cannot be used ends the process with one line."""
+    from shared.settings import SettingsError
+    from shared.settings import load_local_settings as load
+
+    try:
+        load(path or ROOT / "local.settings.json")
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+class PortInUse(SystemExit):
+    """The HTTP port is taken (most likely by the app already running). A SystemExit carrying one line, so
+    `python -m devhost` ends with that line and a non-zero status instead of a traceback."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(f"port {port} is in use: is the app already running?")
+        self.port = port
 
 
 def resolve(value: str) -> str:
@@ -137,12 +150,14 @@ class LocalHost:
         self.invocations: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
+        self._routes: list[tuple[str, ...]] = []  # logged once the port is ours (a port in use is one line)
 
     # -- http -------------------------------------------------------------------------------------------
 
     def _http_app(self) -> web.Application:
         prefix = self.host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api").strip("/")
         app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
+        self._routes = []
         for fn in self.functions:
             if fn.trigger["type"] != "httpTrigger":
                 continue
@@ -151,7 +166,7 @@ class LocalHost:
             methods = [m.upper() for m in fn.trigger.get("methods") or ["GET", "POST", "PUT", "PATCH", "DELETE"]]
             for method in methods:
                 app.router.add_route(method, route, self._http_handler(fn))
-            log.info("http  %-7s %s -> %s", ",".join(methods), route, fn.name)
+            self._routes.append(("http  %-7s %s -> %s", ",".join(methods), route, fn.name))
         app.router.add_post("/admin/functions/{name}", self._admin_invoke)
         return app
 
@@ -342,7 +357,15 @@ class LocalHost:
     async def start(self) -> None:
         self._runner = web.AppRunner(self._http_app(), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        try:
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        except OSError as error:
+            await self.stop()
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUse(self.port) from None
+            raise
+        for route in self._routes:
+            log.info(*route)
         for fn in self.functions:
             if fn.trigger["type"] == "timerTrigger":
                 self._tasks.append(asyncio.create_task(self._timer_loop(fn), name=fn.name))

@@ -1,13 +1,18 @@
 """Every setting the app reads, in one pydantic-settings model.
 
 Values come from the process environment (which is where the Functions host puts `local.settings.json`'s
-`Values` and Azure's app settings). A bad or missing value fails at start with a message naming the setting.
-The README's settings table and `local.settings.json.example` list the same names; a test keeps them in step.
+`Values` and Azure's app settings). Processes the host does not start (the CLI, the local host) read
+`local.settings.json` themselves with `load_local_settings`, as the host does: what the environment has wins.
+A bad or missing value fails at start with a message naming the setting.
+docs/SETTINGS.md and `local.settings.json.example` list the same names; a test keeps them in step.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -62,6 +67,40 @@ class Settings(BaseSettings):
     # apart) until the event is this old; then it is failed and the operator is told.
     delivery_max_age_hours: float = Field(24.0, alias="DELIVERY_MAX_AGE_HOURS", gt=0, le=168)
     delivery_retry_max_seconds: int = Field(900, alias="DELIVERY_RETRY_MAX_SECONDS", ge=1, le=3600)
+
+    # --- the public status page (shared/web/status_page.py) -------------------------------------------------
+    status_page_title: str = Field("System status", alias="STATUS_PAGE_TITLE", min_length=1, max_length=100)
+    # Put in an <img> for the visitor's browser to load (the app never fetches it): https, or a path on this site.
+    status_page_logo_url: str | None = Field(None, alias="STATUS_PAGE_LOGO_URL", max_length=2000)
+
+    @field_validator("status_page_title")
+    @classmethod
+    def _page_title(cls, value: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value) or not value.strip():
+            raise ValueError("must be one line of text")
+        return value.strip()
+
+    @field_validator("status_page_logo_url")
+    @classmethod
+    def _logo_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return None
+        bad = ValueError("must be an https:// URL or a path on this site starting with / (e.g. "
+                         "https://example.com/logo.svg or /static/logo.png)")
+        if any(c.isspace() or ord(c) < 32 or c in '\\"<>`' for c in value):
+            raise bad
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise bad from None
+        if parts.scheme:
+            if parts.scheme.lower() != "https" or not parts.hostname or "@" in parts.netloc:
+                raise bad
+        elif not value.startswith("/") or value.startswith("//"):
+            raise bad
+        return value
 
     # --- stock (WHMCS) -------------------------------------------------------------------------------------
     # All optional: the app starts without them; a stock monitor's check then ends in ERROR naming them.
@@ -147,6 +186,38 @@ def _describe(error: ValidationError) -> str:
         msg = item.get("msg", "invalid").removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "invalid settings:\n" + "\n".join(lines)
+
+
+LOCAL_SETTINGS = "local.settings.json"
+
+
+def load_local_settings(path: Path | str | None = None) -> Path | None:
+    """Put the `Values` of local.settings.json (default: the one in the current folder, the project folder, where
+    Core Tools reads it too) into the environment, as the Functions host does; a variable the environment has
+    already wins. Other top-level keys (`IsEncrypted`, `Host`, `ConnectionStrings`, `_comment`) are not settings
+    and are left alone. Returns the file read, None when there is none; SettingsError when it cannot be used."""
+    file = Path(LOCAL_SETTINGS if path is None else path)
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is tolerated
+    except json.JSONDecodeError as error:
+        raise SettingsError(f"{file}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                            "JSON has no comments or trailing commas") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{file}: cannot be read: {error}") from None
+    values = data.get("Values", {}) if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        raise SettingsError(f'{file}: expected {{"Values": {{"NAME": "value", …}}}}')
+    if data.get("IsEncrypted") is True:
+        raise SettingsError(f"{file}: IsEncrypted is true (encrypted by `func settings encrypt`): run "
+                            "`func settings decrypt` or set the values in the environment")
+    for name, value in values.items():
+        if isinstance(value, (dict, list)):
+            raise SettingsError(f"{file}: Values.{name} must be a string, not a JSON {type(value).__name__}")
+        if value is not None:
+            os.environ.setdefault(str(name), ("true" if value else "false") if isinstance(value, bool) else str(value))
+    return file
 
 
 @lru_cache(maxsize=1)
