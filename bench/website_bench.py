@@ -162,6 +162,7 @@ def start_azurite(children: Children) -> tuple[str, subprocess.Popen]:
     children.dirs.append(data)
     blob, queue, table = free_port(), free_port(), free_port()
     proc = children.start([azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose",
+                           "--disableTelemetry",
                            "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)])
     for port in (queue, table):
         wait_port(port, proc=proc)

@@ -166,6 +166,12 @@ param deliveryMaxAgeHours string = '24'
 @maxValue(3600)
 param deliveryRetryMaxSeconds int = 900
 
+@description('STATUS_PAGE_TITLE: the public status page\'s title.')
+param statusPageTitle string = 'System status'
+
+@description('STATUS_PAGE_LOGO_URL: a logo on the status page: an https URL or a path on the app; empty: none.')
+param statusPageLogoUrl string = ''
+
 @description('WHMCS_API_URL: the http(s) URL of WHMCS\'s includes/api.php (stock monitors).')
 param whmcsApiUrl string = ''
 
@@ -669,6 +675,10 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     PUBLIC_BASE_URL: empty(publicBaseUrl) ? 'https://${functionApp.properties.defaultHostName}' : publicBaseUrl
     DELIVERY_MAX_AGE_HOURS: deliveryMaxAgeHours
     DELIVERY_RETRY_MAX_SECONDS: string(deliveryRetryMaxSeconds)
+
+    // the public status page
+    STATUS_PAGE_TITLE: statusPageTitle
+    STATUS_PAGE_LOGO_URL: statusPageLogoUrl
 
     // stock (WHMCS)
     WHMCS_API_URL: whmcsApiUrl

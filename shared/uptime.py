@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -107,3 +107,60 @@ async def tallies(store: Store, monitor_id: str, since: datetime, rolled_until: 
 
 async def tally_since(store: Store, monitor_id: str, since: datetime, rolled_until: datetime | None) -> Tally:
     return (await tallies(store, monitor_id, since, rolled_until)).get(None) or Tally()
+
+
+@dataclass(frozen=True)
+class _Recent:
+    """What one monitor's last current-uptime read learnt: the rollup part (fixed until the watermark or the hour of
+    the window's start moves) and the raw results before `cut` (settled: no check writes that far back)."""
+
+    watermark: datetime
+    hour: datetime
+    rolled: Tally
+    cut: datetime
+    tail: Tally
+
+
+_recent: dict[str, _Recent] = {}
+LATE_WRITES = timedelta(minutes=5)  # a result row lands at most a check's deadline (55 s) + a batch after its slot
+MAX_RECENT = 20_000
+
+
+def _sum(*parts: Tally) -> Tally:
+    total = Tally()
+    for part in parts:
+        total.add(part)
+    return total
+
+
+async def tally_and_latest(store: Store, monitor_id: str, since: datetime, rolled_until: datetime | None,
+                           now: datetime | None = None) -> tuple[Tally, dict[str, Any] | None]:
+    """The tally since `since` as of now (rollups up to the watermark + every raw result after it) and the monitor's
+    newest result. For frequent readers (Prometheus scrapes): the rollup part and the settled raw results are kept
+    in-process, so a read costs one query of the results since the previous read (minus LATE_WRITES); the rollup
+    part is read again when the watermark or the hour of `since` moves."""
+    now = now or datetime.now(UTC)
+    if not rolled_until or rolled_until <= since:  # no usable rollups: the raw results of the whole window
+        rows = await store.query_results(monitor_id, limit=100_000, since=since)
+        latest = rows[0] if rows else next(iter(await store.query_results(monitor_id, limit=1)), None)
+        return tally_of(rows), latest
+    hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    known = _recent.get(monitor_id)
+    entry = known
+    if entry is None or entry.watermark != rolled_until or entry.hour != hour:
+        rolled = Tally()
+        for row in await store.query_rollups(monitor_id, since):
+            if row["hour"] < rolled_until:  # the query starts at the hour of `since`
+                rolled.add_rollup(row)
+        same_tail = entry is not None and entry.watermark == rolled_until  # only the window's hour moved
+        entry = _Recent(rolled_until, hour, rolled, entry.cut if same_tail and entry else rolled_until,
+                        entry.tail if same_tail and entry else Tally())
+    rows = await store.query_results(monitor_id, limit=100_000, since=entry.cut)  # newest first
+    cut = max(entry.cut, now - LATE_WRITES)
+    settled = tally_of([r for r in rows if r["ts"] < cut])
+    if _recent.get(monitor_id) is known:  # nobody stored a newer one meanwhile (that would count rows twice)
+        if len(_recent) >= MAX_RECENT:
+            _recent.clear()
+        _recent[monitor_id] = _Recent(entry.watermark, entry.hour, entry.rolled, cut, _sum(entry.tail, settled))
+    latest = rows[0] if rows else next(iter(await store.query_results(monitor_id, limit=1)), None)
+    return _sum(entry.rolled, entry.tail, tally_of(rows)), latest

@@ -58,7 +58,7 @@ def azurite() -> str:
     data = tempfile.mkdtemp(prefix="azurite-")
     blob, queue, table = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose",
+        [_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose", "--disableTelemetry",
          "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

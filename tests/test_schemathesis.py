@@ -188,7 +188,7 @@ async def _fuzz(out: Path) -> int:
 
     data = tempfile.mkdtemp(prefix="azurite-")
     ports = [free_port() for _ in range(3)]
-    azurite = subprocess.Popen([_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose",
+    azurite = subprocess.Popen([_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose", "--disableTelemetry",
                                 "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort",
                                 str(ports[2])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     local = runner = None

@@ -23,8 +23,8 @@ log = logging.getLogger("monitor.public")
 bp = func.Blueprint()
 WAIT_SECONDS = 10.0  # a build's default wait for a running one (shared/snapshots/service.py WAIT_SECONDS)
 PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-                                           "frame-ancestors 'none'"}
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                           "img-src data: https: 'self'; frame-ancestors 'none'"}
 
 
 def _settings() -> Settings:

@@ -11,7 +11,8 @@ from shared import uptime as uptimes
 from shared.manage.history import WINDOWS
 from shared.manage.monitors import looks_like_id
 from shared.web.cache import cached
-from shared.web.status_page import day_tone, env, look, pct
+from shared.web.page_parts import day_tone, look, pct
+from shared.web.status_page import env
 
 if TYPE_CHECKING:
     from shared.storage import Store

@@ -19,7 +19,8 @@ def clear_cache() -> None:
     _values.clear()
 
 
-async def cached(key: Hashable, seconds: float, make: Callable[[], Awaitable[Any]]) -> Any:
+async def cached(key: Hashable, seconds: float | Callable[[Any], float], make: Callable[[], Awaitable[Any]]) -> Any:
+    """The value of `make()` under `key`, kept `seconds` (or `seconds(value)`: a lifetime that depends on it)."""
     while True:
         hit = _values.get(key)
         if hit and hit[0] > time.monotonic():
@@ -50,6 +51,8 @@ async def cached(key: Hashable, seconds: float, make: Callable[[], Awaitable[Any
         if _building.get(key) is future:
             del _building[key]
     future.set_result(value)
+    if callable(seconds):
+        seconds = seconds(value)
     if seconds > 0:
         if len(_values) > MAX_ENTRIES:
             _values.clear()

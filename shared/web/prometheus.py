@@ -1,6 +1,12 @@
 """Every monitor in the Prometheus text exposition format 0.0.4, through prometheus_client (a custom collector over
 the stored state; nothing is measured here). Behind the function key, like the rest of /api/v1.
 
+Statuses follow the state-set pattern: `monitor_status{status=…}` has a series for every status of the monitor's
+kind (1 for the current one, 0 for the others), and `monitors{kind,status}` one for every status of every kind, so
+no series vanishes when a status changes (a query such as `monitor_status{status="DOWN"} == 1` keeps working, and
+`changes()` sees the switch). The 24 h uptime is current: hourly rollups up to the rollup watermark plus the raw
+results after it (shared/uptime.py), as of the scrape.
+
 The families every monitor has are declared here; a kind adds its own (`Kind.metrics`, `Kind.samples`): certificate
 days left, stock quantity, parts short, resource metric values, …
 """
@@ -9,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from monitors import KINDS, status_info
+from shared import uptime as uptimes
 from shared.aio import gather_bounded
 from shared.snapshots.views import latest as latest_snapshot
 from shared.snapshots.views import live_states
@@ -25,15 +32,19 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BASE = ("id", "name", "kind")
+UPTIME_WINDOW = timedelta(hours=24)
 
 FAMILIES = {
-    "monitor_status": "Current status of a monitor: 1 for the series whose status label is the monitor's status.",
+    "monitor_status": "Status of a monitor as a state set: a series for every status of its kind, 1 for the "
+                      "current one, 0 for the others.",
     "monitor_healthy": "1 when the monitor is UP or OK, 0 when not (PENDING and disabled monitors are left out).",
     "monitor_enabled": "1 when the monitor is enabled.",
     "monitor_latency_seconds": "Duration of the monitor's latest check.",
     "monitor_last_check_timestamp_seconds": "When the monitor was last checked (Unix time).",
-    "monitor_uptime_24h_ratio": "Share of successful checks over 24 h, from the latest snapshot (every 15 min).",
-    "monitors": "Enabled monitors by kind and status.",
+    "monitor_uptime_24h_ratio": "Share of successful checks over the last 24 h, up to the latest check (hourly "
+                                "rollups plus the raw results after them; degraded counts as up, checker errors "
+                                "are not counted).",
+    "monitors": "Enabled monitors by kind and status (every status of every kind; 0 when none).",
     "alert_rule_firing": "1 while the alert rule fires.",
     "snapshot_timestamp_seconds": "When the latest stored snapshot was taken (Unix time).",
 }
@@ -74,7 +85,8 @@ class Exposition:
 def _monitor(out: Exposition, m: dict[str, Any], row: dict[str, Any] | None, uptime: float | None) -> None:
     """One monitor's samples: status, health, uptime, its latest check, and its kind's own."""
     labels = {"id": m["id"], "name": m["name"], "kind": m["kind"]}
-    out.add("monitor_status", {**labels, "status": m["status"]}, 1)
+    for status in vocabulary(m["kind"], m["status"]):
+        out.add("monitor_status", {**labels, "status": status}, 1 if status == m["status"] else 0)
     out.add("monitor_enabled", labels, 1 if m["enabled"] else 0)
     if m["enabled"] and m["status"] != "PENDING":
         out.add("monitor_healthy", labels, 1 if status_info(m["status"]).healthy else 0)
@@ -92,20 +104,24 @@ def _monitor(out: Exposition, m: dict[str, Any], row: dict[str, Any] | None, upt
             out.add(sample.family, {**labels, **sample.labels}, sample.value)
 
 
+def vocabulary(kind: str, current: str | None = None) -> list[str]:
+    """Every status of a kind (its Vocabulary: PENDING, ERROR and its own), plus `current` if it is not one."""
+    plugin = KINDS.get(kind)
+    statuses = list(plugin.statuses) if plugin is not None else []
+    return [*statuses, current] if current and current not in statuses else statuses
+
+
 async def prometheus_text(store: Store) -> str:
     from shared.rules.service import list_rules
 
-    monitors, snap, rules = await asyncio.gather(live_states(store), latest_snapshot(store), list_rules(store))
-    latest = await gather_bounded(monitors, lambda m: store.query_results(m["id"], limit=1))
-    uptime: dict[str, float] = {}
-    for view in ((snap or {}).get("kinds") or {}).values():
-        for item in (view.get("uptime_24h") or {}).get("monitors", []):
-            if item.get("checks"):
-                uptime[item["id"]] = item["up"] / item["checks"]
+    (monitors, rolled_until), snap, rules = await asyncio.gather(
+        asyncio.gather(live_states(store), uptimes.watermark(store)), latest_snapshot(store), list_rules(store))
+    since = datetime.now(UTC) - UPTIME_WINDOW
+    current = await gather_bounded(monitors, lambda m: uptimes.tally_and_latest(store, m["id"], since, rolled_until))
     out = Exposition()
-    counts: dict[tuple[str, str], int] = {}
-    for m, rows in zip(monitors, latest, strict=True):
-        _monitor(out, m, rows[0] if rows else None, uptime.get(m["id"]))
+    counts: dict[tuple[str, str], int] = {(kind, status): 0 for kind in KINDS for status in vocabulary(kind)}
+    for m, (tally, row) in zip(monitors, current, strict=True):
+        _monitor(out, m, row, tally.up / tally.checks if tally.checks else None)
         if m["enabled"]:
             counts[(m["kind"], m["status"])] = counts.get((m["kind"], m["status"]), 0) + 1
     for (kind_name, status), count in sorted(counts.items()):
