@@ -57,12 +57,12 @@ def test_the_app_refuses_to_start_with_a_bad_setting():
     assert "SMTP_PORT" in proc.stderr and "less than or equal to 65535" in proc.stderr
 
 
-def test_every_setting_is_in_the_example_and_the_readme():
+def test_every_setting_is_in_the_example_and_the_settings_page():
     example = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "SETTINGS.md").read_text()
     for name in SETTING_NAMES:
         assert name in example, f"{name} missing from local.settings.json.example"
-        assert re.search(rf"`{re.escape(name)}`", readme), f"{name} is not described in README.md"
+        assert re.search(rf"`{re.escape(name)}`", page), f"{name} is not described in docs/SETTINGS.md"
 
 
 async def _monitor(store: Store, url: str) -> str:
