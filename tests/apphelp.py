@@ -30,3 +30,21 @@ async def call(name: str, method: str, path: str, body: Any = None, params: dict
     response: func.HttpResponse = await functions()[name](request(method, path, body, params, route))
     raw = response.get_body()
     return response.status_code, (json.loads(raw) if raw else None)
+
+
+async def post_monitor(body: dict[str, Any]) -> tuple[int, Any]:
+    return await call("monitors", "POST", "v1/monitors", body)
+
+
+async def run_now(mid: str) -> dict[str, Any]:
+    """POST /monitors/{id}/run, which must answer 200."""
+    status, body = await call("monitor_run", "POST", f"v1/monitors/{mid}/run", route={"monitor_id": mid})
+    assert status == 200, body
+    return body
+
+
+async def results(mid: str) -> list[dict[str, Any]]:
+    """GET /monitors/{id}/results (the first page), which must answer 200."""
+    status, page = await call("monitor_results", "GET", f"v1/monitors/{mid}/results", route={"monitor_id": mid})
+    assert status == 200, page
+    return page["items"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -31,3 +32,15 @@ async def queued(conn: str) -> list[dict[str, Any]]:
 
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+def stop_process(proc: subprocess.Popen, wait: float = 10) -> None:
+    """Terminate a child, kill it if it does not go within `wait` seconds, and close its output pipe."""
+    proc.terminate()
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    if proc.stdout:
+        proc.stdout.close()

@@ -22,6 +22,7 @@ import aiohttp
 import azure.functions as func
 import pytest
 from conftest import free_port
+from helpers import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "devhost-function-key"
@@ -213,14 +214,7 @@ async def test_python_m_devhost_reads_the_master_key_from_the_environment(storag
                                         headers={"x-functions-key": MASTER_KEY})
             assert status == 202
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdout:
-            proc.stdout.close()
+        stop_process(proc)
 
 
 # ----------------------------------------------------------------------------------------- error bodies

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from apphelp import functions, request
 from conftest import free_port
+from helpers import stop_process
 
 from shared.storage import Store
 from shared.web.cache import clear_cache
@@ -199,11 +200,4 @@ async def test_no_demo_creates_nothing_and_starts_no_target(storage):
         async with Store.open(get_settings()) as store:
             assert await store.get_kind_meta(MARKER) == {}  # and no marker: a later run with the demo seeds it
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdout:
-            proc.stdout.close()
+        stop_process(proc)

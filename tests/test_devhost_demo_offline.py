@@ -24,18 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from netns import can_isolate_network
 from test_devhost_demo import DEMO_COUNT, banner, page_monitors
 
 ROOT = Path(__file__).resolve().parent.parent
 GREEN_WITHIN = 70.0  # seconds from `bash scripts/run` to a green status page with the demo monitors
 
 
-def _isolated() -> bool:
-    """Can this machine make a network namespace (unshare --net, as root or with user namespaces)?"""
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "--net", "--map-root-user", "true"], capture_output=True, timeout=30)
-    return probe.returncode == 0
 
 
 def copy_working_tree(dest: Path) -> None:
@@ -55,7 +50,7 @@ def copy_working_tree(dest: Path) -> None:
 CLEAN_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "TMPDIR", "PYENV_ROOT", "PYENV_VERSION")
 
 
-@pytest.mark.skipif(not _isolated(), reason="cannot make a network namespace (unshare --net): the offline "
+@pytest.mark.skipif(not can_isolate_network(), reason="cannot make a network namespace (unshare --net): the offline "
                     "fresh-clone run needs one")
 def test_a_fresh_clone_offline_shows_a_green_status_page_within_70_s_and_deleted_stays_deleted(tmp_path):
     clone = tmp_path / "clone"

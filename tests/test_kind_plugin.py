@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import free_port
+from helpers import stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,12 +134,7 @@ async def devhost(app_copy, storage) -> AsyncIterator[DevHost]:
         host.timings["devhost start"] = time.perf_counter() - started
         yield host
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 @pytest.fixture

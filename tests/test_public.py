@@ -12,10 +12,12 @@ import random
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from apphelp import functions, request
@@ -63,6 +65,7 @@ async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]
     rng = random.Random(7)
     top = hour_floor(now)
     ids: dict[str, str] = {}
+    writes: list[Awaitable[Any]] = []
 
     async def monitor(spec: dict, status: str, latency: float, age_days: int = 90, bad_days: dict | None = None,
                       per_hour: int = 60, state: dict | None = None, recent_down: int = 0,
@@ -81,7 +84,7 @@ async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]
                 up = per_hour - 1
             hours[h] = _agg(per_hour, up, latency * rng.uniform(0.85, 1.15))
             h += timedelta(hours=1)
-        await store.write_rollups(mid, hours)
+        writes.append(store.write_rollups(mid, hours))  # written together at the end: the data stays the same
         results = []
         for n in range(48):
             at = now - timedelta(minutes=47 - n)
@@ -93,9 +96,9 @@ async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]
                 "outcome": outcome, "latency_ms": lat, "checked_at": at, "trigger": "timer",
                 "status": status if n == 47 else ("UP" if spec["kind"] == "website" else "OK"),
                 "error": "HTTP 502 (expected 200-399)" if down else None}.items() if v is not None}))
-        await store.write_results(results)
+        writes.append(store.write_results(results))
         data = {"status": status, "since": (now - timedelta(days=3)).isoformat(), **(state or {})}
-        await store.commit_state(spec["kind"], mid, data, status, None, [])
+        writes.append(store.commit_state(spec["kind"], mid, data, status, None, []))
         return mid
 
     await monitor({"kind": "website", "name": "Web shop", "url": "https://shop.example.com/", "public": True}, "UP",
@@ -117,6 +120,7 @@ async def seed_demo(store: Store, now: datetime | None = None) -> dict[str, str]
                   35, age_days=60)
     await monitor({"kind": "website", "name": "Internal admin", "url": "https://admin.example.com/",
                    "public": False}, "DOWN", 120)
+    await asyncio.gather(*writes)  # ~15,000 rollup rows: one partition per monitor, all monitors at once
     await store.set_kind_meta("_rollup", rolled_until=top)
     return ids
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netns import can_isolate_network
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIXES = (".venv/bin/python -m monitors", "python -m monitors")
@@ -132,14 +133,9 @@ def test_trailing_comments_paste_into_zsh():
 # ------------------------------------------------------------------------------------------------ the run
 
 
-def _isolated() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "--net", "--map-root-user", "true"], capture_output=True, timeout=30)
-    return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _isolated(), reason="cannot make a network namespace (unshare --net): README lines may "
+@pytest.mark.skipif(not can_isolate_network(), reason="cannot make a network namespace (unshare --net): README lines may "
                     "name any address, so they run only where nothing can leave")
 def test_every_cli_line_of_the_readme_runs_as_written(tmp_path: Path) -> None:
     out = tmp_path / "readme.json"

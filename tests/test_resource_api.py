@@ -12,29 +12,13 @@ import json
 import os
 from typing import Any
 
-from apphelp import call, functions, request
+from apphelp import call, functions, post_monitor, request, results, run_now
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import monitors_cli
 
 from shared.storage import Store
 
 METRIC_FIELDS = {"name", "value", "unit", "status", "warn", "alert", "direction"}
-
-
-async def post_monitor(body: dict[str, Any]) -> tuple[int, Any]:
-    return await call("monitors", "POST", "v1/monitors", body)
-
-
-async def run_now(mid: str) -> dict[str, Any]:
-    status, body = await call("monitor_run", "POST", f"v1/monitors/{mid}/run", route={"monitor_id": mid})
-    assert status == 200, body
-    return body
-
-
-async def results(mid: str) -> list[dict[str, Any]]:
-    status, page = await call("monitor_results", "GET", f"v1/monitors/{mid}/results", route={"monitor_id": mid})
-    assert status == 200, page
-    return page["items"]
 
 
 def metric_list(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:

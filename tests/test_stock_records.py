@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import pytest
-from apphelp import call, functions, request
+from apphelp import call, functions, post_monitor, request, results, run_now
 from prometheus_client.parser import text_string_to_metric_families
 from smtp_server import smtp, smtp_ca  # noqa: F401 - fixtures
 from test_email import Host
@@ -35,22 +35,6 @@ STORED_ONLY = {"trigger"}
 def whmcs_env(env, storage, whmcs):
     env(**whmcs.settings())
     return whmcs
-
-
-async def post_monitor(body: dict[str, Any]) -> tuple[int, Any]:
-    return await call("monitors", "POST", "v1/monitors", body)
-
-
-async def run_now(mid: str) -> dict[str, Any]:
-    status, body = await call("monitor_run", "POST", f"v1/monitors/{mid}/run", route={"monitor_id": mid})
-    assert status == 200, body
-    return body
-
-
-async def results(mid: str) -> list[dict[str, Any]]:
-    status, page = await call("monitor_results", "GET", f"v1/monitors/{mid}/results", route={"monitor_id": mid})
-    assert status == 200, page
-    return page["items"]
 
 
 async def run_kind() -> dict[str, Any]:
