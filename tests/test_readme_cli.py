@@ -17,7 +17,6 @@ Run by hand:  unshare --net --map-root-user .venv/bin/python tests/test_readme_c
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -25,7 +24,6 @@ import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import can_isolate_network
+from netns import can_isolate_network, loopback_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIXES = (".venv/bin/python -m monitors", "python -m monitors")
@@ -161,14 +159,6 @@ def test_every_cli_line_of_the_readme_runs_as_written(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- inside the namespace
 
 
-def _loopback_up() -> None:
-    """Bring `lo` up (a new network namespace has it down) and make sure it is the only interface."""
-    iff_up, iff_loopback, iff_running, siocsifflags = 0x1, 0x8, 0x40, 0x8914
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", iff_up | iff_loopback | iff_running))
-    names = [name for _, name in socket.if_nameindex()]
-    if names != ["lo"]:
-        raise SystemExit(f"not isolated: interfaces {names}")
 
 
 def _fresh_copy(into: Path) -> Path:
@@ -241,7 +231,7 @@ def _inside(out: Path) -> None:
     from inventree_fake import FakeInvenTree
     from whmcs_fake import WhmcsFake
 
-    _loopback_up()
+    loopback_up()
     work = Path(tempfile.mkdtemp(prefix="readme-"))
     app = _fresh_copy(work)
     whmcs, inventree = WhmcsFake(), FakeInvenTree()

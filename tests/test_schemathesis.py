@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import can_isolate_network
+from netns import can_isolate_network, loopback_up
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "schemathesis-local-key"
@@ -81,14 +78,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
 # ------------------------------------------------------------------------------- inside the namespace
 
 
-def _loopback_up() -> None:
-    """Bring `lo` up (a new network namespace has it down) and make sure it is the only interface."""
-    iff_up, iff_loopback, iff_running, siocsifflags = 0x1, 0x8, 0x40, 0x8914
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", iff_up | iff_loopback | iff_running))
-    names = [name for _, name in socket.if_nameindex()]
-    if names != ["lo"]:
-        raise SystemExit(f"not isolated: interfaces {names}")
 
 
 async def _target(state: dict[str, int]) -> tuple[Any, str]:
@@ -285,6 +274,6 @@ def _summary(work: Path, text: str, exit_code: int, operations: set[str]) -> dic
 
 
 if __name__ == "__main__":
-    _loopback_up()
+    loopback_up()
     os.chdir(ROOT)
     sys.exit(asyncio.run(_fuzz(Path(sys.argv[1]))))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apphelp import call, functions
+from apphelp import call, functions, results
 from targets import site, targets  # noqa: F401 - fixtures
 
 import monitors
@@ -42,12 +42,6 @@ async def get(mid: str) -> dict[str, Any]:
     status, body = await call("monitor", "GET", f"v1/monitors/{mid}", route={"monitor_id": mid})
     assert status == 200, body
     return body
-
-
-async def results(mid: str) -> list[dict[str, Any]]:
-    status, body = await call("monitor_results", "GET", f"v1/monitors/{mid}/results", route={"monitor_id": mid})
-    assert status == 200, body
-    return body["items"]
 
 
 # ----------------------------------------------------------------------------------------- slot, checked_at
