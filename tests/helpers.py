@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from shared.storage import EVENTS_QUEUE, Store
+import monitors
+from monitors.base import MonitorBase
+from shared.storage import EVENTS_QUEUE, Store, unique_row
 
 
 async def events_of(store: Store, monitor_id: str | None = None) -> list[dict[str, Any]]:
@@ -44,3 +47,13 @@ def stop_process(proc: subprocess.Popen, wait: float = 10) -> None:
         proc.wait(5)
     if proc.stdout:
         proc.stdout.close()
+
+
+async def add_monitor(store: Store, url: str, **fields: Any) -> MonitorBase:
+    """Store a website monitor the way the API does (one try of at most 5 s unless `fields` say otherwise)."""
+    cfg = monitors.parse_spec({"kind": "website", "id": uuid.uuid4().hex, "name": fields.pop("name", "Shop"),
+                               "url": url, "attempts": 1, "timeout_seconds": 5, **fields})
+    await store.insert_monitor({"RowKey": cfg.id, "kind": "website", "name": cfg.name, "enabled": cfg.enabled,
+                                "spec": monitors.to_entity_spec(cfg)},
+                               [unique_row("website", key) for key in cfg.unique_keys()])
+    return cfg

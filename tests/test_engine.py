@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from helpers import events_of, queued, types
+from helpers import add_monitor, events_of, queued, types
 from targets import site, targets  # noqa: F401 - fixtures
 
 import monitors
@@ -22,7 +22,7 @@ from monitors.contract import CloseDowntime, OpenDowntime
 from monitors.policy import breaker_open, evaluate_updown
 from shared.engine import OUTBOX_GRACE, due_monitors, payloads, run_kind, run_monitor
 from shared.events import Event, EventType
-from shared.storage import StateRow, Store, unique_row
+from shared.storage import StateRow, Store
 
 KIND = "website"
 
@@ -31,16 +31,6 @@ KIND = "website"
 async def store(settings):
     async with Store.open(settings) as opened:
         yield opened
-
-
-async def add_monitor(store: Store, url: str, **fields: Any) -> MonitorBase:
-    """Store a website monitor the way the API does."""
-    cfg = monitors.parse_spec({"kind": KIND, "id": uuid.uuid4().hex, "name": fields.pop("name", "Shop"),
-                               "url": url, "attempts": 1, "timeout_seconds": 5, **fields})
-    await store.insert_monitor({"RowKey": cfg.id, "kind": KIND, "name": cfg.name, "enabled": cfg.enabled,
-                                "spec": monitors.to_entity_spec(cfg)},
-                               [unique_row(KIND, key) for key in cfg.unique_keys()])
-    return cfg
 
 
 def minute(dt: datetime) -> datetime:

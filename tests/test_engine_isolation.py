@@ -11,24 +11,23 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import events_of, types
+from helpers import add_monitor, events_of, types
 from targets import targets  # noqa: F401 - fixtures
 
 import monitors
-from monitors.base import MonitorBase, latest_slot
+from monitors.base import latest_slot
 from monitors.contract import CheckResult
 from shared.engine import run_kind, run_monitor
 from shared.engine.outbox import publish
 from shared.engine.settle import settle
 from shared.errors import Invalid
 from shared.manage.monitors import create_monitor, delete_monitor
-from shared.storage import Store, unique_row
+from shared.storage import Store
 
 KIND = "website"
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,15 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 async def store(settings):
     async with Store.open(settings) as opened:
         yield opened
-
-
-async def add_monitor(store: Store, url: str, **fields: Any) -> MonitorBase:
-    cfg = monitors.parse_spec({"kind": KIND, "id": uuid.uuid4().hex, "name": fields.pop("name", "Shop"),
-                               "url": url, "attempts": 1, "timeout_seconds": 5, **fields})
-    await store.insert_monitor({"RowKey": cfg.id, "kind": KIND, "name": cfg.name, "enabled": cfg.enabled,
-                                "spec": monitors.to_entity_spec(cfg)},
-                               [unique_row(KIND, key) for key in cfg.unique_keys()])
-    return cfg
 
 
 def utcnow() -> datetime:

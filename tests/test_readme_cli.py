@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import can_isolate_network, loopback_up
+from netns import can_isolate_network, loopback_up, run_isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIXES = (".venv/bin/python -m monitors", "python -m monitors")
@@ -137,17 +136,7 @@ def test_trailing_comments_paste_into_zsh():
                     "name any address, so they run only where nothing can leave")
 def test_every_cli_line_of_the_readme_runs_as_written(tmp_path: Path) -> None:
     out = tmp_path / "readme.json"
-    env = {k: v for k, v in os.environ.items() if k != "AZURITE_CONNECTION_STRING"}
-    proc = subprocess.Popen(["unshare", "--net", "--map-root-user", sys.executable, __file__, str(out)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"the README run did not finish in {TIMEOUT} s:\n{output[-5000:]}")
-    assert proc.returncode == 0 and out.exists(), f"the run failed ({proc.returncode}):\n{output[-5000:]}"
+    run_isolated(__file__, out, TIMEOUT)
     ran = json.loads(out.read_text())
     assert len(ran) == len(cli_lines((ROOT / "README.md").read_text())) >= 3
     failed = [f"$ {r['command']}\n(exit {r['rc']}, {r['seconds']:.1f} s)\n{r['stdout'][-1500:]}{r['stderr'][-1500:]}"

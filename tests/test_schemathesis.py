@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import can_isolate_network, loopback_up
+from netns import can_isolate_network, loopback_up, run_isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "schemathesis-local-key"
@@ -50,20 +49,10 @@ MIN_CASES = 1000
                     "would check arbitrary addresses, so schemathesis runs only where nothing can leave")
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Path) -> None:
     out = tmp_path / "schemathesis.json"
-    env = {k: v for k, v in os.environ.items() if k != "AZURITE_CONNECTION_STRING"}  # its own Azurite, inside
     started = time.monotonic()
-    proc = subprocess.Popen(["unshare", "--net", "--map-root-user", sys.executable, __file__, str(out)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the run, its Azurite and schemathesis
-        output, _ = proc.communicate()
-        pytest.fail(f"schemathesis did not finish in {TIMEOUT} s:\n{output[-5000:]}")
+    output = run_isolated(__file__, out, TIMEOUT)
     took = time.monotonic() - started
     print(output[-20000:])
-    assert proc.returncode == 0 and out.exists(), f"the run failed ({proc.returncode}):\n{output[-5000:]}"
     result = json.loads(out.read_text())
     print(f"schemathesis {result['version']}: {result['cases']} cases over {result['operations']} "
           f"operations in {took:.0f} s; answers by status: {result['statuses']}")
