@@ -166,6 +166,23 @@ param deliveryMaxAgeHours string = '24'
 @maxValue(3600)
 param deliveryRetryMaxSeconds int = 900
 
+@description('ALERT_RATE_LIMIT_PER_HOUR: at most this many messages an hour to one channel-recipient (0 = no cap).')
+@minValue(0)
+@maxValue(10000)
+param alertRateLimitPerHour int = 20
+
+@description('ERROR_GROUP_SECONDS: checker errors with one cause are collected this long, then told as one notice (0 = each at once).')
+@minValue(0)
+@maxValue(3600)
+param errorGroupSeconds int = 60
+
+@secure()
+@description('ACK_SIGNING_KEY: signs the one-click acknowledgement links; stored in Key Vault as ack-signing-key when given (empty: a random key kept in the app\'s storage).')
+param ackSigningKey string = ''
+
+@description('ACK_LINK_HOURS: how long an acknowledgement link works (a number; a string because Bicep has no floats).')
+param ackLinkHours string = '24'
+
 @description('STATUS_PAGE_TITLE: the public status page\'s title.')
 param statusPageTitle string = 'System status'
 
@@ -231,6 +248,9 @@ var tableNames = [
   'snapshots'
   'alertrules'
   'leases'
+  'channels'
+  'windows'
+  'alerting'
 ]
 var queueNames = [
   'monitor-events'
@@ -543,6 +563,14 @@ resource inventreeTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = i
   }
 }
 
+resource ackSigningKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(ackSigningKey)) {
+  parent: keyVault
+  name: 'ack-signing-key'
+  properties: {
+    value: ackSigningKey
+  }
+}
+
 // --------------------------------------------------------------------------------------------- function app
 
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
@@ -676,6 +704,12 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     DELIVERY_MAX_AGE_HOURS: deliveryMaxAgeHours
     DELIVERY_RETRY_MAX_SECONDS: string(deliveryRetryMaxSeconds)
 
+    // alerting: rate cap, grouping, acknowledgement links
+    ALERT_RATE_LIMIT_PER_HOUR: string(alertRateLimitPerHour)
+    ERROR_GROUP_SECONDS: string(errorGroupSeconds)
+    ACK_SIGNING_KEY: empty(ackSigningKey) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/ack-signing-key/)'
+    ACK_LINK_HOURS: ackLinkHours
+
     // the public status page
     STATUS_PAGE_TITLE: statusPageTitle
     STATUS_PAGE_LOGO_URL: statusPageLogoUrl
@@ -702,6 +736,7 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     whmcsSecretSecret
     whmcsAccessKeySecret
     inventreeTokenSecret
+    ackSigningKeySecret
     tables
     queues
   ]

@@ -64,6 +64,10 @@ class DeliveryStatus(StrEnum):
     NO_RECIPIENTS = "no_recipients"
     DROPPED = "dropped"  # its monitor was deleted before it went out
     SUPERSEDED = "superseded"  # a newer event made it moot (a newer reminder or report, a confirmed report)
+    GROUPED = "grouped"  # a checker error told in its cause's one operator notice (shared/notify/storm.py)
+    ACKNOWLEDGED = "acknowledged"  # a reminder of a problem someone acknowledged (shared/notify/ack.py)
+    FOLDED = "folded"  # over the rate cap everywhere: told in the hour's summary (shared/notify/ratecap.py)
+    HELD = "held"  # not sent: the monitor was in maintenance or a monitor it depends on was down (engine gate)
 
 # Who is told: the monitor's recipients ("audience") or the operator (ADMIN_EMAIL_RECIPIENTS); None = nobody.
 OPERATOR_TYPES = {EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED, EventType.DELIVERY_FAILED,

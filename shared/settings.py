@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     delivery_max_age_hours: float = Field(24.0, alias="DELIVERY_MAX_AGE_HOURS", gt=0, le=168)
     delivery_retry_max_seconds: int = Field(900, alias="DELIVERY_RETRY_MAX_SECONDS", ge=1, le=3600)
 
+    # --- alerting (shared/notify: channels, grouping, rate cap, acknowledgements) ---------------------------
+    # At most this many messages an hour to one channel-recipient; beyond it, changes are folded into one
+    # summary at the end of the hour. 0 = no cap.
+    alert_rate_limit_per_hour: int = Field(20, alias="ALERT_RATE_LIMIT_PER_HOUR", ge=0, le=10000)
+    # Checker errors with one cause are collected this long, then told as one operator notice naming them all;
+    # 0 = each is told at once, on its own.
+    error_group_seconds: int = Field(60, alias="ERROR_GROUP_SECONDS", ge=0, le=3600)
+    # Signs the one-click acknowledgement links in messages; empty = a random key kept in the app's storage.
+    ack_signing_key: SecretStr | None = Field(None, alias="ACK_SIGNING_KEY")
+    ack_link_hours: float = Field(24.0, alias="ACK_LINK_HOURS", gt=0, le=720)
+
     # --- the public status page (shared/web/status_page.py) -------------------------------------------------
     status_page_title: str = Field("System status", alias="STATUS_PAGE_TITLE", min_length=1, max_length=100)
     # Put in an <img> for the visitor's browser to load (the app never fetches it): https, or a path on this site.

@@ -83,6 +83,9 @@ BASE_ENV = {
     # The test servers listen on 127.0.0.1; the outbound-guard tests use other loopback addresses (127.0.0.2, …),
     # which stay refused.
     "OUTBOUND_ALLOW_CIDRS": "127.0.0.1/32",
+    # Checker errors are told one by one, at once, unless a test turns grouping on (tests/test_storm.py): the
+    # grouped notice waits ERROR_GROUP_SECONDS for the others of its cause.
+    "ERROR_GROUP_SECONDS": "0",
 }
 
 

@@ -84,3 +84,6 @@ WEBSITE = RetryPolicy(attempts=3, wait_initial=0.25, wait_max=2.0, jitter=0.05) 
 WHMCS = RetryPolicy(attempts=3, wait_initial=0.5, wait_max=2.0)
 INVENTREE = RetryPolicy(attempts=3, wait_initial=0.5, wait_max=2.0)
 SMTP = RetryPolicy(attempts=3, wait_initial=0.2, wait_max=0.5)
+# The app's own storage: a request that never reached it (a pooled connection the server had closed, a reset
+# while it was busy) is sent again; anything it answered is not retried here.
+STORAGE = RetryPolicy(attempts=3, wait_initial=0.1, wait_max=1.0)

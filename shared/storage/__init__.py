@@ -14,6 +14,9 @@
 | snapshots  | "{yyyymm}"         | inverted ticks (taken at)       | metric columns + explanation JSON        |
 | alertrules | "r"                | rule id                         | alert rule definitions (`spec` JSON)     |
 | leases     | "lease"            | lease name ("snapshot")         | single-runner leases with expiry (ETag)  |
+| channels   | "c"                | channel id / "~n~{name}"        | notification channels; name guards       |
+| windows    | "w"                | window id                       | maintenance windows                      |
+| alerting   | concern ("ack", …) | hashed key / monitor id         | acks, groups, rate caps, escalations     |
 
 `keys` owns every key format; `limits` the entity limits (enforced before every write); `Store` is one session,
 composed of one part per table family.
@@ -21,6 +24,7 @@ composed of one part per table family.
 
 from __future__ import annotations
 
+from shared.storage.alerting import AlertingTables
 from shared.storage.appdata import AppData
 from shared.storage.base import Conflict, StorageError, etag_of, expand_dev_storage
 from shared.storage.events import EVENTS_QUEUE, POISON_QUEUE, Claim, EventsTable, event_details
@@ -32,10 +36,10 @@ from shared.storage.snapshots import SNAPSHOT_META, SnapshotsTable
 from shared.storage.state import OutboxRow, StateRow, StateTable
 
 TABLES = ("monitors", "state", "results", "rollups", "downtimes", "events", "deliveries", "meta", "ticks",
-          "snapshots", "alertrules", "leases")
+          "snapshots", "alertrules", "leases", "channels", "windows", "alerting")
 
 
-class Store(MonitorsTable, StateTable, ResultsTable, EventsTable, SnapshotsTable, AppData):
+class Store(MonitorsTable, StateTable, ResultsTable, EventsTable, SnapshotsTable, AlertingTables, AppData):
     """One storage session: open it per invocation (`async with Store.open(settings) as store`)."""
 
 

@@ -188,14 +188,16 @@ class StoreBase:
 
 
 async def submit(client: TableClient, ops: list[Operation]) -> None:
-    """submit_transaction, sent once more if the request never reached the server (azure-core does not retry
-    POSTs; a keep-alive connection the server already closed shows up as ServiceRequestError). Safe: an
+    """submit_transaction, sent again (up to 3 tries, short backoff) if the request never reached the server
+    (azure-core does not retry POSTs; a keep-alive connection the server already closed, or a reset while it was
+    busy, shows up as ServiceRequestError). Safe: an
     ETag-guarded or create operation that did land the first time fails the second with a conflict, which
     callers already handle, and upserts can be repeated."""
-    try:
-        await client.submit_transaction(ops)
-    except ServiceRequestError:
-        await client.submit_transaction(ops)
+    from shared.outbound.retry import STORAGE
+
+    async for attempt in STORAGE.tries(ServiceRequestError, "storage transaction"):
+        with attempt:
+            await client.submit_transaction(ops)
 
 
 def written_at(entity: dict[str, Any]) -> Any:

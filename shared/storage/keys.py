@@ -178,3 +178,20 @@ def snapshot_pk(at: datetime) -> str:
 def snapshot_column(metric: str) -> str:
     """The snapshots-table column of a snapshot metric (property names are identifiers: no dots)."""
     return "m_" + metric.replace(".", "_")
+
+
+# ------------------------------------------------------------------------------ alerting definitions, bookkeeping
+
+CHANNELS_PK = "c"  # channels table: definitions by id; "~n~{name}" guards a name's uniqueness
+WINDOWS_PK = "w"  # windows table: maintenance window definitions by id
+
+
+def name_row(name: str) -> str:
+    """The RowKey of a definition name's uniqueness guard (channels are referred to by name)."""
+    return f"~n~{name}"
+
+
+def alerting_row(key: str) -> str:
+    """A RowKey of the `alerting` table built from a free-form key (a cause, a channel and recipient): hashed,
+    so any text fits the RowKey rules and length."""
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
