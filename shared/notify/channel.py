@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.outbound.errors import OutboundError, PermanentError, Scope, TransientError
 
@@ -28,13 +28,22 @@ class Notification:
     # A stable id of what this notifies about (an event id, "poison.{event id}"): the Message-ID is derived from
     # it and the recipient, so a re-sent message carries the same Message-ID and mail clients can fold duplicates.
     ref: str | None = None
+    # For chat, SMS and push services: the essential facts in a few lines and at most one link (render.short_text).
+    short: str = ""
+    # Where to look at it (the public status page), and the signed one-click acknowledgement link; None: none.
+    link: str | None = None
+    ack_url: str | None = None
+    # The event as the webhook's versioned JSON body carries it (render.webhook_body); None for test messages.
+    body: dict[str, Any] | None = None
 
 
 class Channel(Protocol):
     name: str
 
-    def send(self, message: Notification) -> None:
-        """Deliver one message; raise PermanentError or TransientError when it was not accepted."""
+    def send(self, message: Notification) -> str | None:
+        """Deliver one message (blocking: the pipeline calls it in a thread); returns what the service answered
+        (a short text, for `POST /channels/{id}/test`), raises PermanentError or TransientError when it was not
+        accepted. A channel may instead define `async def asend(message)` with the same contract."""
         ...
 
 
