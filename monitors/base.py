@@ -50,6 +50,14 @@ class MonitorBase(BaseModel):
     public: bool = Field(False, description="Shown on the public status page and its badges (default: hidden)")
     group: str | None = Field(None, min_length=1, max_length=100,
                               description="Its group on the public status page (default: its kind's).")
+    channels: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]] = Field(
+        default_factory=list, max_length=20, description="Channels (by name) its alerts go to; empty = the "
+        "channels marked default (and `recipients` / DEFAULT_EMAIL_RECIPIENTS by e-mail).")
+    tags: list[Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]+$")]] = Field(
+        default_factory=list, max_length=20, description="Free labels; maintenance windows can name them.")
+    depends_on: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
+        default_factory=list, max_length=10, description="Monitors (ids) this one depends on: while one of them "
+        "is DOWN, this one's alerts are held (it is still checked and stored).")
 
     updown: ClassVar[bool] = False
 

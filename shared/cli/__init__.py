@@ -9,6 +9,7 @@
     python -m monitors pause website | resume website | health
     python -m monitors status | snapshot [--persist] [--wait 10]
     python -m monitors rules list | add field=value… | update ID field=value… | delete ID
+    python -m monitors channels list | add TYPE field=value… | show ID | update ID … | delete ID | test ID
 
 Settings come from the environment and, for what it does not set, from `local.settings.json` in the current
 folder (its "Values", as the Functions host reads them). `--json` (before or after the command) prints the
@@ -200,7 +201,20 @@ def parser() -> argparse.ArgumentParser:
     ru.add_argument("id")
     ru.add_argument("fields", nargs="+")
     rules_.add_parser("delete", parents=[common]).add_argument("id")
+    for module in _extensions():
+        module.add_commands(command, common)
     return p
+
+
+# Modules that add their own commands: each has `add_commands(command, common)`, which adds sub-parsers with
+# `command(name, help=…)` and registers what they run in COMMANDS (and their table in TABLES).
+EXTENSIONS = ("shared.cli.channels", "shared.cli.ack")
+
+
+def _extensions() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(name) for name in EXTENSIONS]
 
 
 def _storage_unreachable(error: BaseException) -> str | None:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from monitors import KINDS, from_entity, kind_of, to_entity_spec
 from shared.engine.due import next_check_at
 from shared.errors import Duplicate, Invalid, NotFound, TooLarge, field_error, validation_details
+from shared.manage.references import check_references
 from shared.storage import Conflict, EntityTooLarge, check_entity, etag_of, unique_row
 from shared.storage.keys import MONITORS_PK
 
@@ -165,6 +166,7 @@ async def create_monitor(store: Store, payload: Any) -> dict[str, Any]:
     cfg = parse(payload)
     check_targets(cfg)
     cfg.id = uuid.uuid4().hex
+    await check_references(store, cfg)
     entity = fits(_entity(cfg, datetime.now(UTC)), "monitor", MONITORS_PK)
     try:
         await store.insert_monitor(entity, sorted(unique_rows(cfg)))
@@ -274,6 +276,7 @@ async def update_monitor(store: Store, monitor_id: str, patch: Any) -> dict[str,
         merged["cron"] = None
     new = parse(merged)
     check_targets(new)
+    await check_references(store, new)
     old_keys, new_keys = await held_rows(store, monitor_id), unique_rows(new)
     new_entity = fits(_entity(new, entity.get("created_at") or datetime.now(UTC)), "monitor", MONITORS_PK)
     try:

@@ -24,24 +24,20 @@ Guarantees (docs/DELIVERY.md says them for users):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from shared.events import DeliveryStatus, Event, audience_of
-from shared.notify import operator
-from shared.notify.channel import Channel, Notification, NotifyError, PermanentError, TransientError
-from shared.notify.render import render_event
-from shared.outbound.errors import is_transient
-from shared.outbound.retry import SMTP
+from shared.events import DeliveryStatus, Event, EventType, audience_of
+from shared.notify import ack, escalation, operator, storm
+from shared.notify.channel import TransientError
+from shared.notify.routing import Target, stored_channels, targets_for
+from shared.notify.send import FOLDED, Tally, report, send_event
 from shared.settings import Settings
-from shared.storage import Claim
 
 if TYPE_CHECKING:
     from shared.storage import Store
@@ -89,42 +85,10 @@ def parse(body: str) -> Event:
     return QueueMessage.parse(body).event
 
 
-def dedupe(addresses: Iterable[Any]) -> list[str]:
-    seen: set[str] = set()
-    out: list[str] = []
-    for address in addresses:
-        text = str(address).strip()
-        if text and text.lower() not in seen:
-            seen.add(text.lower())
-            out.append(text)
-    return out
-
-
 async def recipients_for(event: Event, settings: Settings, store: Store) -> list[str] | None:
-    """Audience "monitor" → the monitor's `recipients`, or DEFAULT_EMAIL_RECIPIENTS when it has none (an alert
-    rule's event: the rule's recipients in its details, or the default); None when the monitor was deleted.
-    "operator" → ADMIN_EMAIL_RECIPIENTS; "none" → nobody."""
-    audience = event.audience
-    if audience == "none":
-        return []
-    if audience == "operator":
-        return dedupe(settings.admin_recipients)
-    if event.kind == "alert_rule":  # shared/rules: the rule's recipients travel with its events
-        return dedupe(event.details.get("recipients") or settings.default_recipients)
-    entity = await store.get_monitor(event.monitor_id) if event.monitor_id else None
-    if entity is None:
-        return None
-    try:
-        own = json.loads(entity.get("spec") or "{}").get("recipients") or []
-    except (ValueError, AttributeError):
-        log.warning("monitor %s has an unreadable spec; using DEFAULT_EMAIL_RECIPIENTS", event.monitor_id)
-        own = []
-    return dedupe(own or settings.default_recipients)
-
-
-def lease_seconds(settings: Settings) -> int:
-    """How long a claim protects a send in progress: every try may wait a full SMTP timeout, plus the waits."""
-    return int(SMTP.attempts * settings.smtp_timeout_seconds + SMTP.attempts * (SMTP.wait_max + SMTP.jitter)) + 30
+    """The labels of every target of an event (routing.targets_for); None when its monitor was deleted."""
+    targets = await targets_for(event, settings, store)
+    return None if targets is None else [t.label for t in targets]
 
 
 def retry_delay(settings: Settings, attempt: int) -> int:
@@ -132,37 +96,24 @@ def retry_delay(settings: Settings, attempt: int) -> int:
     return int(min(FIRST_RETRY_SECONDS * 2 ** max(0, attempt - 1), settings.delivery_retry_max_seconds))
 
 
-async def send_with_retry(channel: Channel, note: Notification) -> None:
-    """Send, retrying transient failures (the SMTP policy); smtplib blocks, so it runs in a thread."""
-    async for attempt in SMTP.tries(is_transient, f"{channel.name} send"):
-        with attempt:
-            await asyncio.to_thread(channel.send, note)
-
-
-@dataclass
-class _Tally:
-    sent: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    done: list[str] = field(default_factory=list)  # finished by an earlier invocation
-    retry: dict[str, str] = field(default_factory=dict)
-    busy: list[str] = field(default_factory=list)  # another invocation is sending to them
-    channel_failure: NotifyError | None = None
-
-
-async def statuses(store: Store, event_id: str, prefix: str, recipients: list[str]) -> dict[str, dict[str, Any]]:
-    """The delivery records of these recipients: {recipient: row} (status, error)."""
-    rows = await store.delivery_statuses(event_id, [f"{prefix}{rcpt}" for rcpt in recipients])
-    return {rcpt: rows[f"{prefix}{rcpt}"] for rcpt in recipients if f"{prefix}{rcpt}" in rows}
+async def statuses(store: Store, event_id: str, keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The delivery records of these targets ({label: key}): {label: row} (status, error)."""
+    rows = await store.delivery_statuses(event_id, list(keys.values()))
+    return {label: rows[key] for label, key in keys.items() if key in rows}
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def deliver(body: str, dequeue_count: int, settings: Settings, store: Store,
-                  channel: Channel | None = None) -> str:
-    """Deliver one queued event; returns a short status. Raises only when the message could not be put back on the
-    queue (so the host redelivers it)."""
+async def deliver(body: str, dequeue_count: int, settings: Settings, store: Store) -> str:
+    """Deliver one queued event (or run a delayed task, shared/notify/tasks.py); returns a short status. Raises
+    only when the message could not be put back on the queue (so the host redelivers it)."""
+    task = _task_of(body)
+    if task is not None:
+        from shared.notify.tasks import run_task
+
+        return await run_task(task, settings, store)
     try:
         msg = QueueMessage.parse(body)
     except ValueError as error:
@@ -174,19 +125,25 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
     if dequeue_count > 1:
         log.warning("event %s: message redelivered (dequeue %d): an earlier invocation did not finish", event.id,
                     dequeue_count)
-    if not settings.email_enabled:
-        await store.mark_event(ev, DeliveryStatus.DISABLED.value)
-        return "disabled"
     if event.audience == "none":
         return "none"
-    recipients = await recipients_for(event, settings, store)
-    skipped = await _moot(store, event, recipients)
+    channels = await stored_channels(store)
+    if not settings.email_enabled and not any(c.enabled for c in channels):
+        await store.mark_event(ev, DeliveryStatus.DISABLED.value)
+        return "disabled"
+    held = await _held(store, settings, event)
+    if held is not None:
+        await store.mark_event(ev, held)
+        return held
+    targets = await targets_for(event, settings, store, channels)
+    labels = None if targets is None else [t.label for t in targets]
+    skipped = await _moot(store, event, labels)
     if skipped is not None:
         log.info("event %s (%s, monitor %s) not sent: %s", event.id, event.type.value, event.monitor_id, skipped)
         await store.mark_event(ev, skipped)
         return skipped
-    assert recipients is not None
-    if not recipients:
+    assert targets is not None
+    if not targets:
         log.warning("event %s (%s, monitor %s) has no recipients", event.id, event.type.value, event.monitor_id)
         await store.mark_event(ev, DeliveryStatus.NO_RECIPIENTS.value)
         return DeliveryStatus.NO_RECIPIENTS.value
@@ -195,16 +152,74 @@ async def deliver(body: str, dequeue_count: int, settings: Settings, store: Stor
         await _put_back(store, msg, wait, same_attempt=True)
         return "waiting for an older event"
 
-    channel = channel or email_channel(settings)
-    tally = await _send_all(store, settings, channel, event, recipients)
-    await _confirm(store, event, f"{channel.name}:", tally)
-    await operator.report_refusals(store, event, channel.name, tally.failed, tally.channel_failure)
+    tally = await send_event(store, settings, await _with_dependents(store, event), targets,
+                             extra=await _extra(store, settings, event, targets))
+    await _confirm(store, event, tally)
+    await report(store, event, targets, tally)
+    if tally.took:
+        await escalation.after_sent(store, settings, event, [t.definition for t in tally.took if t.definition])
+    labels = [t.label for t in targets]
     if tally.busy and not tally.retry:
         await _put_back(store, msg, BUSY_RETRY_SECONDS, same_attempt=True)
         return "waiting for another invocation"
     if tally.retry:
-        return await _retry_later(store, settings, msg, recipients, tally)
-    return await _finish(store, settings, event, channel.name, recipients, tally)
+        return await _retry_later(store, settings, msg, labels, tally)
+    return await _finish(store, settings, event, labels, tally)
+
+
+def _task_of(body: str) -> dict[str, Any] | None:
+    """A delayed task's message ({"task": name, …}), or None for an event message."""
+    if '"task"' not in body:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("task"), str) else None
+
+
+async def _held(store: Store, settings: Settings, event: Event) -> str | None:
+    """Why an event is not sent to anyone now: folded into its cause's group notice, or a reminder of a problem
+    someone acknowledged."""
+    if event.type in (EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED) and "group" not in event.details \
+            and settings.error_group_seconds > 0:
+        status = await storm.absorb(store, settings, event)
+        if status:
+            return status
+    if await ack.suppressed(store, event):
+        return DeliveryStatus.ACKNOWLEDGED.value
+    return None
+
+
+async def _extra(store: Store, settings: Settings, event: Event, targets: list[Target]) -> dict[str, Any]:
+    """What the message carries besides the rendering: the acknowledgement link — only where acknowledging
+    changes something, i.e. the monitor reminds (`renotify_minutes`) or a channel it goes to escalates."""
+    url = await ack.ack_url(store, settings, event)
+    if url is not None and not any(t.definition is not None and t.definition.escalation for t in targets):
+        entity = await store.get_monitor(event.monitor_id)
+        try:
+            reminds = bool(json.loads((entity or {}).get("spec") or "{}").get("renotify_minutes"))
+        except ValueError:
+            reminds = False
+        url = url if reminds else None
+    return {"ack_url": url}
+
+
+async def _with_dependents(store: Store, event: Event) -> Event:
+    """A DOWN or UP names the monitors that depend on this one (their alerts are held while it is down)."""
+    if event.type not in (EventType.MONITOR_DOWN, EventType.MONITOR_UP) or not event.monitor_id:
+        return event
+    from shared.manage.dependencies import dependents
+
+    try:
+        children = await dependents(store, event.monitor_id)
+    except Exception:  # the alert matters more than its list of dependents
+        log.exception("event %s: the monitors depending on %s could not be listed", event.id, event.monitor_id)
+        return event
+    if not children:
+        return event
+    names = [f"{c.get('name')} ({c.get('status') or 'PENDING'})" for c in children]
+    return event.model_copy(update={"details": {**event.details, "held_dependents": names}})
 
 
 async def _moot(store: Store, event: Event, recipients: list[str] | None) -> str | None:
@@ -254,7 +269,7 @@ async def _put_back(store: Store, msg: QueueMessage, delay: int, same_attempt: b
 
 
 async def _retry_later(store: Store, settings: Settings, msg: QueueMessage, recipients: list[str],
-                       tally: _Tally) -> str:
+                       tally: Tally) -> str:
     event, ev = msg.event, msg.event.model_dump(mode="json")
     now = _now()
     first = msg.first_try_at or now
@@ -278,77 +293,32 @@ async def _retry_later(store: Store, settings: Settings, msg: QueueMessage, reci
     return f"pending (try {msg.attempt + 1} in {delay} s)"
 
 
-async def _finish(store: Store, settings: Settings, event: Event, channel_name: str, recipients: list[str],
-                  tally: _Tally) -> str:
+async def _finish(store: Store, settings: Settings, event: Event, labels: list[str], tally: Tally) -> str:
     sent, failed = list(tally.sent), dict(tally.failed)
     if tally.done:
-        earlier = await statuses(store, event.id, f"{channel_name}:", tally.done)
-        for rcpt in tally.done:
-            row = earlier.get(rcpt) or {}
+        earlier = await statuses(store, event.id, {label: tally.keys[label] for label in tally.done})
+        for label in tally.done:
+            row = earlier.get(label) or {}
             if row.get("status") == "sent":
-                sent.append(rcpt)
+                sent.append(label)
+            elif row.get("status") == FOLDED:
+                tally.folded.append(label)
             else:
-                failed[rcpt] = row.get("error") or "failed earlier"
+                failed[label] = row.get("error") or "failed earlier"
     status = DeliveryStatus.SENT if not failed else (DeliveryStatus.PARTIAL if sent else DeliveryStatus.FAILED)
-    errors = "; ".join(f"{rcpt}: {text}" for rcpt, text in failed.items()) or None
+    if not sent and not failed and tally.folded:
+        status = DeliveryStatus.FOLDED
+    errors = "; ".join(f"{label}: {text}" for label, text in failed.items()) or None
     await store.mark_event(event.model_dump(mode="json"), status.value, errors)
     if status == DeliveryStatus.FAILED and event.audience == "monitor" and tally.failed \
             and tally.channel_failure is None:  # a channel-wide refusal is told once an hour, not per alert
         await operator.delivery_failed(store, settings, event, list(failed), "every recipient was refused", 1)
     log.info("event %s (%s, monitor %s): %s, %d/%d recipients", event.id, event.type.value, event.monitor_id,
-             status.value, len(sent), len(recipients))
-    return f"{status.value} ({len(sent)}/{len(recipients)} sent)"
+             status.value, len(sent), len(labels))
+    return f"{status.value} ({len(sent)}/{len(labels)} sent)"
 
 
-async def _send_all(store: Store, settings: Settings, channel: Channel, event: Event,
-                    recipients: list[str]) -> _Tally:
-    """One message per recipient, each guarded by its delivery record. A channel-wide transient failure stops the
-    round (the rest waits for the next try, unclaimed); a channel-wide permanent one fails the rest at once."""
-    lease = lease_seconds(settings)
-    rendered = render_event(event, settings)
-    tally = _Tally()
-    for rcpt in recipients:
-        key = f"{channel.name}:{rcpt}"
-        if isinstance(tally.channel_failure, TransientError):
-            tally.retry[rcpt] = str(tally.channel_failure)
-            continue
-        claim = await store.claim_delivery(event.id, key, lease)
-        if claim == Claim.DONE:
-            tally.done.append(rcpt)
-            continue
-        if claim == Claim.BUSY:
-            tally.busy.append(rcpt)
-            continue
-        if isinstance(tally.channel_failure, PermanentError):  # e.g. credentials refused: the same for everyone
-            await store.finish_delivery(event.id, key, "failed", str(tally.channel_failure))
-            tally.failed[rcpt] = str(tally.channel_failure)
-            continue
-        note = Notification(rcpt, rendered.subject, rendered.text, rendered.html, ref=event.id)
-        try:
-            await send_with_retry(channel, note)
-        except PermanentError as error:
-            await store.finish_delivery(event.id, key, "failed", str(error))
-            tally.failed[rcpt] = str(error)
-            log.error("event %s: %s to %s failed permanently: %s", event.id, channel.name, rcpt, error)
-            if error.scope == "channel":
-                tally.channel_failure = error
-        except TransientError as error:
-            await store.finish_delivery(event.id, key, "released")
-            tally.retry[rcpt] = str(error)
-            if error.scope == "channel":
-                tally.channel_failure = error
-        except BaseException:
-            await asyncio.shield(store.finish_delivery(event.id, key, "released"))
-            raise
-        else:
-            await store.finish_delivery(event.id, key, "sent")
-            tally.sent.append(rcpt)
-    if tally.sent:
-        await operator.channel_works(store, channel.name)
-    return tally
-
-
-async def _confirm(store: Store, event: Event, prefix: str, tally: _Tally) -> None:
+async def _confirm(store: Store, event: Event, tally: Tally) -> None:
     """A recipient accepted the event's message, now or in an earlier invocation: record the state fields the event
     asks to confirm (a parts report's hash: `on_change` then stays quiet until the report changes). Best effort:
     when this fails the next run sends the report again, which beats a report never sent."""
@@ -356,16 +326,10 @@ async def _confirm(store: Store, event: Event, prefix: str, tally: _Tally) -> No
         return
     try:
         if not tally.sent:
-            earlier = await statuses(store, event.id, prefix, tally.done)
+            earlier = await statuses(store, event.id, {label: tally.keys[label] for label in tally.done})
             if not any(row.get("status") == "sent" for row in earlier.values()):
                 return
         await store.confirm_state(event.kind, event.monitor_id, dict(event.confirm))
     except Exception:
         log.exception("event %s: delivered, but %s could not be recorded; the next run sends it again", event.id,
                       ", ".join(event.confirm))
-
-
-def email_channel(settings: Settings) -> Channel:
-    from shared.notify.email import EmailChannel
-
-    return EmailChannel(settings)

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from shared.events import DeliveryStatus, EventType
 from shared.notify import operator
-from shared.notify.pipeline import QueueMessage, lease_seconds, recipients_for, statuses
+from shared.notify.pipeline import QueueMessage, statuses
+from shared.notify.routing import targets_for
+from shared.notify.send import lease_seconds
 from shared.settings import Settings
 from shared.storage import Claim
 
@@ -56,17 +58,17 @@ async def unreadable(body: str, reason: str, store: Store) -> None:
 
 
 async def _abandon(event: Event, settings: Settings, store: Store, reason: str) -> None:
-    recipients = await recipients_for(event, settings, store) or []
-    prefix = "email:"
+    targets = await targets_for(event, settings, store) or []
+    keys = {t.label: t.key for t in targets}
+    recipients = list(keys)
     lease = lease_seconds(settings)
-    for rcpt in recipients:  # closed, so a stray redelivery of the original message cannot reach them now
-        key = f"{prefix}{rcpt}"
+    for key in keys.values():  # closed, so a stray redelivery of the original message cannot reach them now
         claim = await store.claim_delivery(event.id, key, lease)
         if claim == Claim.CLAIMED:
             await store.finish_delivery(event.id, key, "failed", f"abandoned: {reason}")
         elif claim == Claim.BUSY:
             log.warning("event %s: a send to one recipient is in progress; not closing its record", event.id)
-    records = await statuses(store, event.id, prefix, recipients)
+    records = await statuses(store, event.id, keys)
     served = [r for r in recipients if records.get(r, {}).get("status") == "sent"]
     missed = [r for r in recipients if r not in served]
     await store.mark_event(event.model_dump(mode="json"),

@@ -161,6 +161,7 @@ def render_event(event: Event, settings: Settings) -> Rendered:
         secs = event.details.get("downtime_seconds")
         facts.append(("Downtime", duration(secs) if isinstance(secs, (int, float)) else "unknown"))
     shown = {"downtime_seconds"} if event.type == EventType.MONITOR_UP else set()
+    shown |= {"group"} if "group" in event.details else set()  # a grouped notice's cause id means nothing to people
     details = [(_label(k), _value(k, v)) for k, v in event.details.items() if v is not None and k not in shown]
     ctx = {"subject": subject, "banner": f"{tag}: {event.monitor_name}", "color": _COLORS.get(event.severity,
            "#57606a"), "message": event.message or summary, "facts": facts, "details": details,
@@ -173,6 +174,10 @@ def render_event(event: Event, settings: Settings) -> Rendered:
 def _render_updown(event: Event, settings: Settings) -> Rendered:
     """A website's (any up/down monitor's) DOWN, UP, DEGRADED, RECOVERED and certificate mails: see updown.py."""
     told = tell(event)
+    held = event.details.get("held_dependents")
+    if isinstance(held, list) and held:  # monitors that depend on this one: their alerts are held meanwhile
+        told.facts.append(("Held alerts of", ", ".join(str(h) for h in held[:20])
+                           + (f" and {len(held) - 20} more" if len(held) > 20 else "")))
     subject = _subject(told.tag, event.monitor_name, told.summary)
     ctx = {"subject": subject, "banner": f"{told.tag}: {event.monitor_name}",
            "color": _COLORS.get(event.severity, "#57606a"), "message": told.headline, "facts": told.facts,
@@ -207,3 +212,18 @@ def render_notice(event: Event, settings: Settings) -> Rendered:
            "link": monitor_link(settings, event), "footer": ADMIN_FOOTER, "explanation": explanation,
            "width": max((len(label) for label, _ in facts), default=8) + 1}
     return Rendered(subject, _env.get_template("poison.txt").render(ctx), _env.get_template("poison.html").render(ctx))
+
+
+def message_parts(event: Event, settings: Settings) -> tuple[Rendered, dict[str, Any]]:
+    """The e-mail rendering and what other channels take from it: the short text, the link, the webhook body."""
+    from shared.notify.chat import short_text, webhook_body
+
+    rendered = render_event(event, settings)
+    step = event.details.get("escalation")
+    if isinstance(step, dict):  # an escalation step re-sends a problem nobody acknowledged
+        from dataclasses import replace
+
+        rendered = replace(rendered, subject=_subject("ESCALATED", event.monitor_name, rendered.subject))
+    link = monitor_link(settings, event) if event.kind != "alert_rule" else None
+    short = short_text(event, rendered, link)
+    return rendered, {"short": short, "link": link, "body": webhook_body(event, rendered, short, link)}

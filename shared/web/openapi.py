@@ -99,6 +99,10 @@ def _components() -> tuple[dict[str, Any], dict[str, str]]:
                  schemas.KindRun, schemas.Paused, schemas.readings_model(), schemas_snapshots.Snapshot,
                  schemas_snapshots.Status, schemas_snapshots.History, schemas_snapshots.TimeSeries,
                  schemas_snapshots.Bootstrap, schemas_snapshots.AlertRuleView, schemas_snapshots.AlertRuleList]
+    for module in _extensions():
+        more_requests, more_responses = module.models()
+        requests += more_requests
+        responses += more_responses
     pairs: list[Any] = [(m, "validation") for m in requests] + [(m, "serialization") for m in responses]
     keys, top = models_json_schema(pairs, ref_template=REF)
     names = {model.__name__: ref["$ref"].rsplit("/", 1)[1] for (model, _), ref in keys.items()}
@@ -167,8 +171,20 @@ def document() -> dict[str, Any]:
                             "description": "A function (or host) key of the Function App."},
             "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code",
                                  "description": "The same key as the `code` query parameter."}}},
-        "paths": {**_api_paths(ref), **_web_paths(ref)},
+        "paths": {**_api_paths(ref), **_web_paths(ref),
+                  **{path: item for module in _extensions() for path, item in module.paths(ref).items()}},
     }
+
+
+# Modules that document their own operations: each has `models() -> (request models, response models)` and
+# `paths(ref) -> {path: path item}` (built with this module's _op, _json, _path, _query helpers).
+EXTENSIONS = ("shared.web.openapi_channels", "shared.web.openapi_ack")
+
+
+def _extensions() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(name) for name in EXTENSIONS]
 
 
 def _api_paths(ref: Any) -> dict[str, Any]:
