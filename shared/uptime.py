@@ -2,7 +2,8 @@
 hours of them). The API's uptime, the snapshots, the status page's day bars and the badges all count here.
 
 A checker error (outcome "error") says nothing about the target and is not counted; degraded counts as up; the
-latency figures are of successful checks only.
+latency figures are of successful checks only. A check during maintenance (its result row says `maintenance`:
+shared/engine/gate.py) is not counted either, only tallied apart (`maintenance`), so the answers can say so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from shared.storage import Store
 
 ROLLUP_META = "_rollup"  # meta row: `rolled_until`, the end of the last hour folded into rollups
+MAINTENANCE_NOTE = "checks during maintenance are not counted"
 
 
 @dataclass
@@ -27,12 +29,14 @@ class Tally:
     latency_count: int = 0
     latency_min: float | None = None
     latency_max: float | None = None
+    maintenance: int = 0  # checks during maintenance: not in `checks`
 
     def add_rollup(self, row: dict[str, Any]) -> None:
         """Fold in a rollup row (or a rollup_of() dict)."""
         self.checks += int(row.get("count", 0))
         self.up += int(row.get("up", 0))
         self.degraded += int(row.get("degraded", 0))
+        self.maintenance += int(row.get("maintenance", 0))
         count = int(row.get("latency_count", 0))
         if count:
             self.latency_sum += float(row.get("latency_sum", 0.0))
@@ -48,7 +52,7 @@ class Tally:
         """The rollup row's fields (what the hourly rollup stores)."""
         return {"count": self.checks, "up": self.up, "degraded": self.degraded, "latency_sum": self.latency_sum,
                 "latency_count": self.latency_count, "latency_min": self.latency_min or 0.0,
-                "latency_max": self.latency_max or 0.0}
+                "latency_max": self.latency_max or 0.0, "maintenance": self.maintenance}
 
     @property
     def percent(self) -> float | None:
@@ -64,6 +68,9 @@ def tally_of(rows: list[dict[str, Any]]) -> Tally:
     tally = Tally()
     for r in rows:
         outcome = r.get("outcome")
+        if r.get("maintenance"):
+            tally.maintenance += 1  # planned: out of uptime
+            continue
         if outcome == "error":
             continue  # a checker error says nothing about the site
         tally.checks += 1

@@ -208,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
 
 # Modules that add their own commands: each has `add_commands(command, common)`, which adds sub-parsers with
 # `command(name, help=…)` and registers what they run in COMMANDS (and their table in TABLES).
-EXTENSIONS = ("shared.cli.channels", "shared.cli.ack")
+EXTENSIONS = ("shared.cli.channels", "shared.cli.maintenance", "shared.cli.ack")
 
 
 def _extensions() -> list[Any]:

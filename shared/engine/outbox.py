@@ -1,6 +1,9 @@
 """The transactional outbox: what a state commit leaves to publish (events and downtime operations), written in
 the same transaction as the state, and publishing it (downtime window, stored event, queue message; the row is
-deleted last, so a crash anywhere leaves it for the next run)."""
+deleted last, so a crash anywhere leaves it for the next run).
+
+An event the alert gate held (maintenance, a parent down: shared/engine/gate.py) carries its reason in `held`: it
+is stored with delivery `held` and that reason, and never queued."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from shared.events import DeliveryStatus, Event
 from shared.secrets import scrub_obj
 
 if TYPE_CHECKING:
+    from shared.engine.gate import Held
     from shared.storage import OutboxRow, Store
 
 log = logging.getLogger("monitor.engine")
@@ -34,10 +38,14 @@ def _op_of(data: dict[str, Any]) -> DowntimeOp | None:
     return None
 
 
-def payloads(events: list[Event], ops: list[DowntimeOp] | None = None) -> list[dict[str, Any]]:
-    """Outbox payloads: one per event; the downtime operations ride on the first (or on one of their own)."""
+def payloads(events: list[Event], ops: list[DowntimeOp] | None = None,
+             held: list[Held] | None = None) -> list[dict[str, Any]]:
+    """Outbox payloads: one per event (held ones with their reason); the downtime operations ride on the first (or
+    on one of their own)."""
     out: list[dict[str, Any]] = [{"id": e.id, "event": scrub_obj(e.model_dump(mode="json")), "ops": []}
                                  for e in events]
+    out += [{"id": h.event.id, "event": scrub_obj(h.event.model_dump(mode="json")), "ops": [], "held": h.reason}
+            for h in held or []]
     if ops:
         encoded = [_op_json(op) for op in ops]
         if out:
@@ -69,7 +77,10 @@ async def publish(store: Store, rows: list[OutboxRow]) -> int:
                 elif isinstance(op, CloseDowntime):
                     await store.close_downtime(row.owner_id, op.started_at, op.ended_at)
             event = payload.get("event")
-            if event:
+            if event and payload.get("held"):
+                await store.save_event(event, delivery=DeliveryStatus.HELD.value)
+                await store.mark_event(event, DeliveryStatus.HELD.value, held=str(payload["held"])[:1000])
+            elif event:
                 audience = Event.model_validate(event).audience
                 await store.save_event(event, delivery=DeliveryStatus.QUEUED.value if audience != "none"
                                        else DeliveryStatus.NONE.value)

@@ -1,6 +1,9 @@
 """The one engine every check type runs on.
 
-    select due monitors → check (I/O, bounded concurrency) → evaluate (pure) → persist (ETag) → publish
+    select due monitors → check (I/O, bounded concurrency) → evaluate (pure) → gate (pure) → persist (ETag) → publish
+
+The gate (shared/engine/gate.py) holds alerts of monitors in maintenance or whose parents (`depends_on`) are down;
+what it needs is read once per run (`Holds`: the windows in one query, each parent's state once).
 
 Timers, HTTP "run now" and the CLI all come through `run_kind` / `run_monitor`.
 
@@ -19,7 +22,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from monitors import KINDS, from_entity, kind_of
 from monitors.contract import CheckContext, CheckResult
 from shared.engine.due import due_monitors
+from shared.engine.gate import Hold, Holds
 from shared.engine.outbox import publish
 from shared.engine.settle import Outcome, evaluate, result_row, settle, unchanged
 from shared.secrets import scrub, scrub_obj
@@ -37,6 +41,7 @@ from shared.text import clip
 if TYPE_CHECKING:
     from monitors.base import MonitorBase
     from monitors.contract import Evaluation, Kind
+    from shared.engine.gate import Held
     from shared.settings import Settings
     from shared.storage import OutboxRow, StateRow, Store
 
@@ -110,54 +115,77 @@ async def check_context(settings: Settings, store: Store | None) -> AsyncIterato
 
 async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
                    states: dict[str, StateRow], trigger: str, summary: TickSummary,
-                   stop_at: float | None = None) -> None:
+                   stop_at: float | None = None, holds: Holds | None = None) -> None:
     """Check, then settle each result as it comes: its state and events are committed and published at once, its
-    result row goes out in the next batch — a slow or hanging target delays nobody else's alert."""
+    result row goes out in the next batch — a slow or hanging target delays nobody else's alert. Whether a
+    check's alerts are held is decided at its slot (maintenance windows, parents' states: `holds`, read here
+    when not given)."""
+    if holds is None:
+        holds = await Holds.load(store, kind.name, states)
     slots = {cfg.id or "": slot for cfg, slot in due}
     order = {cfg.id or "": n for n, (cfg, _) in enumerate(due)}
     writer = ResultWriter(store, summary)
     gate = asyncio.Semaphore(16)
     settling: set[asyncio.Task[None]] = set()
+    spawned: list[asyncio.Task[None]] = []
 
-    async def commit(cfg: MonitorBase, slot: datetime, result: CheckResult, evaluation: Evaluation) -> None:
+    async def commit(cfg: MonitorBase, slot: datetime, result: CheckResult, evaluation: Evaluation,
+                     held: list[Held], hold: Hold) -> None:
         checked_at = result.checked_at or slot
         async with gate:
             try:
                 outcome, rows = await settle(store, kind, cfg, states.get(cfg.id or ""), result, slot, checked_at,
-                                             evaluation)
+                                             evaluation, held, hold)
             except Exception as error:
                 log.exception("could not store the state of monitor %s", cfg.id)
                 summary.errors += 1
                 result.error = result.error or clip(f"state not stored: {error}", 1000)
-                outcome, rows = Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR",
-                                        checked_at=checked_at), []
+                outcome, rows = Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at,
+                                        maintenance=hold.occurrence.window_id if hold.occurrence else None), []
         summary.events += await publish(store, rows)
         _done(outcome)
 
     def _done(outcome: Outcome) -> None:
         summary.outcomes.append(outcome)
+        holds.settled(outcome.monitor_id, outcome.status)
         if outcome.result.outcome == "error":
             summary.errors += 1
         if not outcome.duplicate:
             writer.add(result_row(store, outcome, trigger))
 
+    def spawn(work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        settling.add(task)
+        spawned.append(task)
+        task.add_done_callback(settling.discard)
+
+    def decide(cfg: MonitorBase, slot: datetime, result: CheckResult, hold: Hold) -> None:
+        decided = _decide(kind, cfg, states.get(cfg.id or ""), result, slot, summary, hold)
+        if isinstance(decided, Outcome):
+            decided.maintenance = hold.occurrence.window_id if hold.occurrence else None
+            _done(decided)
+        else:
+            spawn(commit(cfg, slot, result, *decided, hold))
+
+    async def after_parents(cfg: MonitorBase, slot: datetime, result: CheckResult) -> None:
+        decide(cfg, slot, result, await holds.of(cfg, slot))
+
+    holds.expect([cfg for cfg, _ in due])
     async with check_context(settings, store) as ctx:
         async for cfg, result in kind.check_stream([cfg for cfg, _ in due], ctx, stop_at):
             slot = slots[cfg.id or ""]
             if result is None:
                 summary.not_checked.append(cfg.id or "")
+                holds.settled(cfg.id or "", None)
                 continue
             summary.checked += 1
             scrub_result(result)
-            decided = _decide(kind, cfg, states.get(cfg.id or ""), result, slot, summary)
-            if isinstance(decided, Outcome):
-                _done(decided)
+            if holds.waits(cfg):  # a parent checked in this run: decided once its result is in
+                spawn(after_parents(cfg, slot, result))
             else:
-                task = asyncio.create_task(commit(cfg, slot, result, decided))
-                settling.add(task)
-                task.add_done_callback(settling.discard)
-        if settling:
-            await asyncio.gather(*settling)
+                decide(cfg, slot, result, await holds.of(cfg, slot))
+        await holds.drain(settling)
+        await asyncio.gather(*spawned)  # all done: raises what one of them raised
     await writer.close()
     summary.outcomes.sort(key=lambda o: order.get(o.monitor_id, 0))
 
@@ -173,23 +201,23 @@ def scrub_result(result: CheckResult) -> None:
 
 
 def _decide(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult, slot: datetime,
-            summary: TickSummary) -> Outcome | Evaluation:
-    """The outcome when nothing is to be written (the steady path, a slot already applied, a broken evaluate);
-    otherwise the evaluation to commit."""
+            summary: TickSummary, hold: Hold) -> Outcome | tuple[Evaluation, list[Held]]:
+    """The outcome when nothing is to be written (the steady path — in maintenance too —, a slot already applied,
+    a broken evaluate); otherwise the gated evaluation to commit and the events it holds."""
     checked_at = result.checked_at or slot
     if row is not None and row.data.get("last_slot") == slot.isoformat():
         # This slot is in the state already (a run that died before writing its results, or a concurrent one):
         # applying it again would count one failure twice. Only its result row is written.
         return Outcome(cfg.id or "", cfg.name, slot, result, status=row.status, checked_at=checked_at)
     try:
-        evaluation, prev = evaluate(kind, cfg, row, result, checked_at)
+        evaluation, held, prev = evaluate(kind, cfg, row, result, checked_at, hold)
     except Exception:
         log.exception("evaluate failed for monitor %s", cfg.id)
         summary.errors += 1
         return Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at)
-    if unchanged(evaluation, prev):
+    if unchanged(evaluation, prev, held):
         return Outcome(cfg.id or "", cfg.name, slot, result, status=evaluation.status, checked_at=checked_at)
-    return evaluation
+    return evaluation, held
 
 
 class ResultWriter:

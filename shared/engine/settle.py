@@ -1,5 +1,6 @@
-"""Settling one monitor's result: evaluate (pure) on the stored state, and commit the new state with its outbox
-rows in one ETag-guarded transaction — only when something changed (the steady path writes nothing).
+"""Settling one monitor's result: evaluate (pure) on the stored state, pass it through the alert gate (pure:
+maintenance and `depends_on` hold alerts, shared/engine/gate.py), and commit the new state with its outbox rows in
+one ETag-guarded transaction — only when something changed (the steady path writes nothing).
 
 A run that loses the ETag race re-reads; if the winner already applied the same slot it drops its result (a
 duplicate), otherwise it re-evaluates on top of the winner's state. So a timer run and a "run now" at the same
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.engine.gate import GATE, NO_HOLD, Held, Hold, gate
 from shared.engine.outbox import payloads
 from shared.storage import Conflict
 
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from monitors.contract import CheckResult, Evaluation, Kind
     from shared.storage import OutboxRow, StateRow, Store
 
-ENGINE_KEYS = ("last_slot",)  # the engine's own bookkeeping in a state row, not the kind's
+ENGINE_KEYS = ("last_slot", GATE)  # the engine's own bookkeeping in a state row, not the kind's
+
 
 
 @dataclass
@@ -33,11 +36,13 @@ class Outcome:
     events: list[str] = field(default_factory=list)
     duplicate: bool = False
     checked_at: datetime | None = None
+    maintenance: str | None = None  # the id of the maintenance window the check ran in
 
 
-def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult,
-             now: datetime) -> tuple[Evaluation, dict[str, Any]]:
-    """The kind's pure evaluate on the stored state (without the engine's bookkeeping); (evaluation, previous).
+def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult, now: datetime,
+             hold: Hold = NO_HOLD) -> tuple[Evaluation, list[Held], dict[str, Any]]:
+    """The kind's pure evaluate on the stored state (without the engine's bookkeeping), through the alert gate;
+    (evaluation, held events, previous state as the gate saw it).
 
     `since` (GET /monitors: since when the monitor has its status) is set at every status change, whichever kind:
     a kind that did not set it itself gets the time of this result. Only a change sets it, and a change is written
@@ -49,30 +54,34 @@ def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: Ch
             event.public = True
     if evaluation.status != (row.status if row else None) and evaluation.state.get("since") == prev.get("since"):
         evaluation.state = {**evaluation.state, "since": now.isoformat()}
-    return evaluation, prev
+    if row is not None and GATE in row.data:
+        prev = {**prev, GATE: row.data[GATE]}
+    gated = gate(cfg, prev, evaluation, hold.occurrence, list(hold.parents_down), hold.at or now)
+    return gated.evaluation, gated.held, prev
 
 
-def unchanged(evaluation: Evaluation, prev: dict[str, Any]) -> bool:
-    return evaluation.state == prev and not evaluation.events and not evaluation.ops
+def unchanged(evaluation: Evaluation, prev: dict[str, Any], held: list[Held] | None = None) -> bool:
+    return evaluation.state == prev and not evaluation.events and not evaluation.ops and not held
 
 
 async def settle(store: Store, kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult,
                  slot: datetime, now: datetime, evaluation: Evaluation | None = None,
-                 ) -> tuple[Outcome, list[OutboxRow]]:
-    """Evaluate and commit one monitor's result, retrying on ETag conflicts."""
+                 held: list[Held] | None = None, hold: Hold = NO_HOLD) -> tuple[Outcome, list[OutboxRow]]:
+    """Evaluate and commit one monitor's result, retrying on ETag conflicts (re-evaluated with the same hold)."""
     slot_key = slot.isoformat()
-    outcome = Outcome(cfg.id or "", cfg.name, slot, result, checked_at=now)
+    outcome = Outcome(cfg.id or "", cfg.name, slot, result, checked_at=now,
+                      maintenance=hold.occurrence.window_id if hold.occurrence else None)
     for _ in range(6):
         if evaluation is None:
-            evaluation, prev = evaluate(kind, cfg, row, result, now)
-            if unchanged(evaluation, prev):
+            evaluation, held, prev = evaluate(kind, cfg, row, result, now, hold)
+            if unchanged(evaluation, prev, held):
                 outcome.status = evaluation.status
                 return outcome, []  # the steady path: nothing to write
         outcome.status = evaluation.status
         try:
             rows = await store.commit_state(kind.name, cfg.id or "", {**evaluation.state, "last_slot": slot_key},
                                             evaluation.status, row.etag if row else None,
-                                            payloads(evaluation.events, evaluation.ops))
+                                            payloads(evaluation.events, evaluation.ops, held))
             outcome.events = [e.type.value for e in evaluation.events]
             return outcome, rows
         except Conflict:
@@ -89,4 +98,6 @@ def result_row(store: Store, outcome: Outcome, trigger: str) -> dict[str, Any]:
     r = outcome.result
     fields = {"outcome": r.outcome, "latency_ms": r.latency_ms, "error": r.error, "checked_at": outcome.checked_at,
               "trigger": trigger, "status": outcome.status, **r.data}
+    if outcome.maintenance:  # uptime leaves it out (shared/uptime.py); the API shows it
+        fields.update(maintenance=True, maintenance_window=outcome.maintenance)
     return store.result_entity(outcome.monitor_id, outcome.slot, {k: v for k, v in fields.items() if v is not None})

@@ -128,6 +128,8 @@ async def uptime(store: Store, monitor_id: str, window: str = "24h") -> dict[str
         "up": tally.up, "uptime_percent": tally.percent, "avg_latency_ms": tally.avg_latency,
         "min_latency_ms": tally.latency_min, "max_latency_ms": tally.latency_max,
         "rolled_up_until": rolled_until.isoformat() if rolled_until else None,
+        "maintenance_checks": tally.maintenance,
+        **({"note": uptimes.MAINTENANCE_NOTE} if tally.maintenance else {}),
     }
 
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 90) -> dict[str, Any]:
-    """Fold completed hours of raw results into hourly rollups (idempotent: an hour is recomputed whole).
+    """Fold completed hours of raw results into hourly rollups (idempotent: an hour is recomputed whole). Checks
+during maintenance are counted apart (`maintenance`), not in `count` (shared/uptime.py).
 
     Starts where the last run stopped (the `_rollup` watermark); the first run reaches back to the raw-result
     retention horizon, so uptime never misses hours that exist only as raw rows."""

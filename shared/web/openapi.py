@@ -178,7 +178,7 @@ def document() -> dict[str, Any]:
 
 # Modules that document their own operations: each has `models() -> (request models, response models)` and
 # `paths(ref) -> {path: path item}` (built with this module's _op, _json, _path, _query helpers).
-EXTENSIONS = ("shared.web.openapi_channels", "shared.web.openapi_ack")
+EXTENSIONS = ("shared.web.openapi_channels", "shared.web.openapi_maintenance", "shared.web.openapi_ack")
 
 
 def _extensions() -> list[Any]:

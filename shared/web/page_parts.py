@@ -143,3 +143,32 @@ def first_day_with_data(days: dict[Any, Any], window_start: datetime, count: int
         if acc is not None and acc.checks:
             return day
     return None
+
+
+def maintenance(current: list[Any], upcoming: list[Any], windows: Any,
+                public: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The "active and upcoming maintenance" entries: per window, its running occurrence or else its next one
+    (with how many more follow in the period). Only windows covering at least one public monitor, naming only the
+    public monitors they cover (`public`: (name, config) of the monitors the page shows); times in UTC with the
+    window's own zone named. The window's description is never shown (it is for operators)."""
+    from zoneinfo import ZoneInfo
+
+    entries: dict[str, dict[str, Any]] = {}
+    for occ, active in [*((o, True) for o in current), *((o, False) for o in upcoming)]:
+        if occ.window_id in entries:
+            entries[occ.window_id]["more"] += 0 if active else 1
+            continue
+        names = sorted({name for name, cfg in public if windows.applies(occ.window_id, cfg)}, key=str.casefold)
+        window = windows.window(occ.window_id)
+        if not names or window is None:
+            continue
+        zone = window.timezone
+        local = ZoneInfo(zone)
+        when = f"{occ.start:%a %d %b, %H:%M} – {occ.end:%a %d %b, %H:%M} UTC"
+        if zone != "UTC":
+            start, end = occ.start.astimezone(local), occ.end.astimezone(local)
+            when += f" ({start:%H:%M} – {end:%H:%M} {zone})"
+        entries[occ.window_id] = {"name": occ.name, "active": active, "when": when, "monitors": names,
+                                  "start": occ.start, "more": 0, "tone": "maint" if active else "planned",
+                                  "state": "In progress" if active else "Scheduled"}
+    return sorted(entries.values(), key=lambda e: (not e["active"], e["start"], e["name"]))

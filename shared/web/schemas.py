@@ -241,6 +241,8 @@ class ResultRow(Open):
     latency_ms: float | None = Field(description="Null when the check got no answer to time.")
     error: str | None = Field(description="What went wrong, in plain words; null when nothing did.")
     trigger: str | Absent = Field(None, description="timer or manual.")
+    maintenance: bool | Absent = Field(None, description="Checked during a maintenance window: not counted in uptime.")
+    maintenance_window: str | Absent = Field(None, description="That window's id.")
 
 
 class ResultsPage(Strict):
@@ -271,6 +273,9 @@ class Uptime(Strict):
     min_latency_ms: float | None
     max_latency_ms: float | None
     rolled_up_until: datetime | None
+    maintenance_checks: int = Field(description="Checks during maintenance windows in the period: not counted "
+                                    "in `checks`, `up` or `uptime_percent`.")
+    note: str | Absent = Field(None, description='"checks during maintenance are not counted" when there were any.')
 
 
 class EventRow(Strict):
@@ -291,6 +296,8 @@ class EventRow(Strict):
     attempts: int | Absent = Field(None, description="While delivery is pending: the tries so far.")
     replaces: str | Absent = Field(None, description='A newer event of the monitor with this key makes this one moot '
                                    'if it has not gone out yet ("" or missing: none).')
+    held: str | Absent = Field(None, description='Why it was not sent (delivery "held"): "maintenance: <window>" or '
+                               '"depends on <parent> which is down".')
 
 
 class EventsPage(Strict):

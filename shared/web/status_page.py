@@ -18,6 +18,7 @@ waiting for first checks only for UNSETTLED_CACHE_SECONDS.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from shared.web.page_parts import (
     display_url,
     first_day_with_data,
     look,
+    maintenance,
     pct,
     period,
     problem,
@@ -45,6 +47,7 @@ from shared.web.page_parts import (
 if TYPE_CHECKING:
     from shared.storage import Store
 
+log = logging.getLogger("monitor.web")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                   autoescape=select_autoescape(enabled_extensions=("html", "svg"), default=True),
@@ -55,6 +58,7 @@ SPARK_POINTS = 48
 PAGE_CACHE_SECONDS = 30.0
 UNSETTLED_CACHE_SECONDS = 5.0  # no public monitor yet, or one still waiting for its first check
 TITLE = "System status"
+MAINTENANCE_DAYS = 7  # upcoming maintenance shown this far ahead
 
 
 def _utcnow() -> datetime:
@@ -146,6 +150,21 @@ def _incidents(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]
     return incidents
 
 
+async def _maintenance(store: Store, shown: list[tuple[dict[str, Any], Any]], now: datetime) -> list[dict[str, Any]]:
+    """Active and upcoming (MAINTENANCE_DAYS) maintenance of the public monitors; nothing when the windows cannot
+    be read (the page still shows the monitors)."""
+    from shared.windows import Windows
+
+    try:
+        windows = await Windows.load(store)
+    except Exception:  # the status page must not fail for the maintenance section
+        log.warning("status page: maintenance windows could not be read", exc_info=True)
+        return []
+    public = [(m["name"], cfg) for m, cfg in shown]
+    return maintenance(windows.current(now), windows.upcoming(now, timedelta(days=MAINTENANCE_DAYS)), windows,
+                       public)
+
+
 def _banner(rows: list[dict[str, Any]]) -> tuple[str, str]:
     tones = [r["tone"] for r in rows if r["status"] != "PENDING" and r["label"] != "Paused"]
     if not rows:
@@ -174,11 +193,12 @@ async def status_page_model(store: Store, now: datetime | None = None) -> dict[s
         if cfg.public:
             shown.append((m, cfg))
     rows = await gather_bounded(shown, lambda item: _monitor_row(store, *item, first_day, now, rolled_until))
+    planned = await _maintenance(store, shown, now)
     tone, text = _banner(rows)
     settled = bool(rows) and not any(r["pending"] for r in rows)
     title, logo = _page_look()
     return {"title": title, "logo_url": logo, "banner": {"tone": tone, "text": text},
-            "incidents": _incidents(rows, now), "groups": _groups(rows), "days": DAYS,
+            "incidents": _incidents(rows, now), "maintenance": planned, "groups": _groups(rows), "days": DAYS,
             "updated": now.strftime("%Y-%m-%d %H:%M UTC"), "settled": settled,
             "refresh": int(max(PAGE_CACHE_SECONDS, 60)) if settled else int(PAGE_CACHE_SECONDS)}
 
