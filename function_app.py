@@ -7,12 +7,13 @@
 - shared/triggers/alerting.py    channels: CRUD under /api/v1/channels, POST …/test
 - shared/triggers/maintenance.py maintenance windows: CRUD under /api/v1/maintenance
 - shared/triggers/ack.py         acknowledgements: API and the signed one-click link
+- shared/triggers/digests.py     the digest timer (daily / weekly per channel)
 """
 
 import azure.functions as func
 
 from shared.startup import check_at_start
-from shared.triggers import ack, alerting, api, mail, maintenance, timers, web
+from shared.triggers import ack, alerting, api, digests, mail, maintenance, timers, web
 
 check_at_start()  # under the host: stop here, naming every missing or invalid setting
 
@@ -21,5 +22,5 @@ app.register_functions(api.bp)
 app.register_functions(timers.bp)
 app.register_functions(mail.bp)
 app.register_functions(web.bp)
-for blueprint in (alerting.bp, maintenance.bp, ack.bp):
+for blueprint in (alerting.bp, maintenance.bp, ack.bp, digests.bp):
     app.register_functions(blueprint)

@@ -10,6 +10,7 @@
     python -m monitors status | snapshot [--persist] [--wait 10]
     python -m monitors rules list | add field=value… | update ID field=value… | delete ID
     python -m monitors channels list | add TYPE field=value… | show ID | update ID … | delete ID | test ID
+    python -m monitors digest [--weekly] [--send CHANNEL]
 
 Settings come from the environment and, for what it does not set, from `local.settings.json` in the current
 folder (its "Values", as the Functions host reads them). `--json` (before or after the command) prints the
@@ -208,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
 
 # Modules that add their own commands: each has `add_commands(command, common)`, which adds sub-parsers with
 # `command(name, help=…)` and registers what they run in COMMANDS (and their table in TABLES).
-EXTENSIONS = ("shared.cli.channels", "shared.cli.maintenance", "shared.cli.ack")
+EXTENSIONS = ("shared.cli.channels", "shared.cli.maintenance", "shared.cli.ack", "shared.cli.digest")
 
 
 def _extensions() -> list[Any]:
