@@ -354,6 +354,44 @@ async def test_every_route_answers_as_documented(api, site):
     for kind, action in (("nope", "run"), ("website", "explode")):
         await api("POST", runs, 404, kind=kind, action=action)
 
+    ackp = "/api/v1/monitors/{monitor_id}/ack"  # the website is DOWN here
+    assert (await api("POST", ackp, 200, {"note": "on it"}, monitor_id=web["id"]))["status"] == "DOWN"
+    await api("POST", ackp, 422, {"by": ""}, monitor_id=web["id"])
+    await api("GET", ackp, 200, monitor_id=web["id"])
+    await api("GET", ackp, 404, monitor_id=NO_ID)
+    await api("DELETE", ackp, 204, monitor_id=web["id"])
+    assert "not valid" in await api("GET", "/api/ack", 403, t="forged.token")
+    await api("POST", "/api/ack", 403)
+
+    chans, chan = "/api/v1/channels", "/api/v1/channels/{channel_id}"
+    hook = await api("POST", chans, 201, {"type": "webhook", "name": "hook", "url": site.url_for("/hook"),
+                                          "secret": "0123456789abcdef-openapi"})
+    await api("POST", chans, 201, {"type": "email", "name": "sales", "recipients": ["sales@example.com"],
+                                   "filter": {"kinds": ["stock"], "min_severity": "warning"}})
+    await api("POST", chans, 409, {"type": "email", "name": "sales", "recipients": ["b@example.com"]})
+    await api("POST", chans, 422, {"type": "apprise", "name": "x", "url": "foo://bar"})
+    await api("POST", chans, 400, b"{")
+    await api("GET", chans, 200)
+    await api("GET", chan, 200, channel_id="hook")
+    await api("GET", chan, 404, channel_id="nope")
+    await api("PATCH", chan, 200, {"timeout_seconds": 5}, channel_id=hook["id"])
+    await api("PATCH", chan, 422, {"url": "ftp://x"}, channel_id=hook["id"])
+    tested = await api("POST", chan + "/test", 200, channel_id="hook")
+    assert tested["results"][0]["target"] == "hook"
+    await api("POST", chan + "/test", 404, channel_id="nope")
+    await api("DELETE", chan, 204, channel_id="sales")
+    await api("DELETE", chan, 404, channel_id="sales")
+
+    wmany, wone = "/api/v1/maintenance", "/api/v1/maintenance/{window_id}"
+    win = await api("POST", wmany, 201, {"name": "Patch day", "rrule": "FREQ=MONTHLY;BYDAY=1WE", "at": "02:00",
+                                         "duration_minutes": 120, "timezone": "Europe/Berlin", "all": True})
+    await api("GET", wmany, 200, active="true")
+    await api("GET", wone, 200, window_id=win["id"])
+    await api("PATCH", wone, 200, {"duration_minutes": 60}, window_id=win["id"])
+    await api("POST", wmany, 422, {"name": "x", "rrule": "FREQ=MINUTELY", "at": "01:00", "duration_minutes": 5,
+                                   "all": True})
+    await api("DELETE", wone, 204, window_id=win["id"])
+
     rules, rule_path = "/api/v1/alert-rules", "/api/v1/alert-rules/{rule_id}"
     rule = await api("POST", rules, 201, {"metric": "monitors_total", "operator": ">", "threshold": 0})
     await api("POST", rules, 422, {"metric": "nope", "operator": ">", "threshold": 0})

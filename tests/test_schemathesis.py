@@ -93,7 +93,8 @@ async def _seed(base: str, url: str, site: dict[str, int]) -> dict[str, list[str
     from shared.settings import get_settings
     from shared.storage import Store
 
-    ids: dict[str, list[str]] = {"monitors": [], "doomed": [], "rules": [], "doomed_rules": []}
+    ids: dict[str, list[str]] = {"monitors": [], "doomed": [], "rules": [], "doomed_rules": [], "channels": [],
+                                 "doomed_channels": [], "windows": [], "doomed_windows": []}
     async with aiohttp.ClientSession(base, headers={"x-functions-key": KEY}) as http:
         async def post(path: str, body: Any = None, expect: int = 201) -> Any:
             async with http.post(path, json=body) as resp:
@@ -117,6 +118,14 @@ async def _seed(base: str, url: str, site: dict[str, int]) -> dict[str, list[str
             rule = {"metric": "monitors_total", "operator": ">", "threshold": n}
             ids["rules"if n == 0 else "doomed_rules"].append((await post("/api/v1/alert-rules", rule))["id"])
         await post("/api/v1/snapshot?persist=true", expect=200)
+        hook = {"type": "webhook", "url": f"{url}hook", "secret": "schemathesis-webhook-secret"}
+        for n, key in enumerate(("channels", "doomed_channels", "doomed_channels")):
+            made = await post("/api/v1/channels", {**hook, "name": f"hook-{n}"})
+            ids[key] += [made["id"], made["name"]]
+        window = {"name": "Patch day", "rrule": "FREQ=MONTHLY;BYDAY=1WE", "at": "02:00", "duration_minutes": 120,
+                  "timezone": "Europe/Berlin", "all": True}
+        for key in ("windows", "doomed_windows", "doomed_windows"):
+            ids[key].append((await post("/api/v1/maintenance", window))["id"])
     async with Store.open(get_settings()) as store:  # a definition that no longer parses; one of a kind now gone
         for mid, kind, spec in (("f" * 32, "website", "{not json"), ("e" * 32, "ftp", "{}")):
             await store.insert_monitor({"RowKey": mid, "kind": kind, "name": "Broken", "enabled": True, "spec": spec,
@@ -131,6 +140,10 @@ async def _seed(base: str, url: str, site: dict[str, int]) -> dict[str, list[str
 # attempts × timeout_seconds within one tick), e-mail addresses on special-use domains (.test, .example, …), the
 # stored size (413), at most 200 alert rules, and /timeseries' `from` before `to` and at most 400 days apart.
 REFUSABLE = {"createMonitor": "monitor validators", "updateMonitor": "monitor validators",
+             "createChannel": "URL rules, channel names that exist, the outbound guard",
+             "updateChannel": "the same, and a name in use", "testChannel": "e-mail off: nothing to send to",
+             "createMaintenanceWindow": "RRULE and cron rules, monitors that exist",
+             "updateMaintenanceWindow": "the same", "acknowledge": "no problem to acknowledge (409)",
              "createAlertRule": "e-mail domains, 200 rules", "updateAlertRule": "e-mail domains",
              "getTimeSeries": "from < to, at most 400 days"}
 
@@ -141,6 +154,11 @@ def _config(ids: dict[str, list[str]]) -> str:
     out = [f"[dictionaries.{name}]\nvalues = {json.dumps(values)}\n" for name, values in ids.items()]
     binds = {**{op: ("monitor_id", "monitors") for op in ("getMonitor", "updateMonitor", "listResults",
                                                            "listDowntimes", "getUptime", "runMonitor", "badge")},
+             **{op: ("monitor_id", "monitors") for op in ("acknowledge", "getAck", "deleteAck")},
+             **{op: ("channel_id", "channels") for op in ("getChannel", "updateChannel", "testChannel")},
+             "deleteChannel": ("channel_id", "doomed_channels"),
+             **{op: ("window_id", "windows") for op in ("getMaintenanceWindow", "updateMaintenanceWindow")},
+             "deleteMaintenanceWindow": ("window_id", "doomed_windows"),
              "deleteMonitor": ("monitor_id", "doomed"), "getAlertRule": ("rule_id", "rules"),
              "updateAlertRule": ("rule_id", "rules"), "deleteAlertRule": ("rule_id", "doomed_rules")}
     for op in sorted(set(binds) | set(REFUSABLE)):
