@@ -194,9 +194,16 @@ def _url_secrets(url: str) -> list[str]:
         parts = urlsplit(url)
     except ValueError:
         return []
-    out = [p for p in (parts.password, parts.username) if p]
-    out += [seg for seg in re.split(r"[/?&=]", parts.path + "?" + parts.query) if len(seg) >= 12]
+    out = [parts.password] if parts.password else []  # a user name is no secret (and may be a common word)
+    out += [seg for seg in re.split(r"[/?&=]", parts.path + "?" + parts.query) if _looks_like_token(seg)]
     return out
+
+
+def _looks_like_token(segment: str) -> bool:
+    """A path or query part that is a credential, not a word: long, with digits or mixed case ("T0K3n…", a hex
+    key) — so "notifications" in a URL is not scrubbed out of every message."""
+    return len(segment) >= 16 and (any(c.isdigit() for c in segment)
+                                   or (any(c.isupper() for c in segment) and any(c.islower() for c in segment)))
 
 
 def parse_channel(data: Any, stored: bool = False) -> ChannelBase:
