@@ -136,8 +136,8 @@ class WebhookChannelDef(ChannelBase):
 
     type: Literal["webhook"] = "webhook"
     url: str = Field(..., max_length=2000, description="http(s) URL that receives the POST.")
-    secret: SecretStr = Field(..., min_length=16, max_length=200, description="Signing secret (at least 16 "
-                              "characters); never shown again.")
+    secret: SecretStr = Field(..., description="Signing secret (16–200 characters); never shown again.",
+                              json_schema_extra={"minLength": 16, "maxLength": 200})
     timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     @field_validator("url")
@@ -151,6 +151,14 @@ class WebhookChannelDef(ChannelBase):
             raise ValueError("must be an http(s) URL") from None
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
             raise ValueError("must be an http(s) URL, e.g. https://hooks.example.com/monitor")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if not 16 <= len(value.get_secret_value()) <= 200:
+            raise ValueError("must be 16 to 200 characters (a long random string: the receiver checks the signature "
+                             "with it)")
         return value
 
     def secret_values(self) -> list[str]:
