@@ -131,3 +131,29 @@ async def test_chat_only_setups_need_no_smtp(storage, env, webhook_server):
         assert [b["type"] for b in webhook_server.bodies] == ["MONITOR_DOWN"]
         assert (await event_row(store, down))["delivery"] == "sent"
         assert json.dumps(await service.get_channel(store, "hook")).count(webhook_server.secret) == 0
+
+
+async def test_a_host_name_that_resolves_to_a_refused_address_is_never_connected_to(storage, env, smtp,
+                                                                                    webhook_server, ntfy_server):
+    """The guard decides on the address a name resolves to, at every send: with 127.0.0.1 outside the allow-list,
+    `localhost` is refused for the webhook and for Apprise alike, the servers hear nothing, and the operator is told
+    (a permanent refusal), while the e-mail goes out."""
+    settings, store = await setup(env, smtp, ADMIN_EMAIL_RECIPIENTS=OPS)
+    async with store:
+        await service.create_channel(store, {"type": "webhook", "name": "hook", "secret": webhook_server.secret,
+                                             "url": f"http://localhost:{webhook_server.port}/hook"})
+        await service.create_channel(store, {"type": "apprise", "name": "chat",
+                                             "url": f"ntfy://localhost:{ntfy_server.port}/ops"})
+        mid = await add_monitor(store, recipients=[ALICE], channels=["hook", "chat"])
+    env(OUTBOUND_ALLOW_CIDRS="127.0.0.2/32")  # the servers' address is not allowed any more
+    from shared.settings import get_settings
+
+    async with Store.open(get_settings()) as store:
+        down = down_event(mid)
+        await publish(store, down)
+        await settle(Host(storage), 20)
+        assert webhook_server.received == [] and webhook_server.refused == []
+        assert ntfy_server.received == [] and ntfy_server.refused == []
+        row = await event_row(store, down)
+        assert row["delivery"] == "partial" and "127.0.0.1" in row["delivery_error"]
+    assert sorted(m.rcpt_tos[0] for m in smtp.messages) == [ALICE, OPS, OPS]  # the alert, and one notice a channel
