@@ -157,3 +157,21 @@ async def test_a_host_name_that_resolves_to_a_refused_address_is_never_connected
         row = await event_row(store, down)
         assert row["delivery"] == "partial" and "127.0.0.1" in row["delivery_error"]
     assert sorted(m.rcpt_tos[0] for m in smtp.messages) == [ALICE, OPS, OPS]  # the alert, and one notice a channel
+
+
+async def test_a_parents_alert_lists_the_monitors_whose_alerts_it_holds(storage, env, smtp, webhook_server):
+    settings, store = await setup(env, smtp)
+    async with store:
+        await service.create_channel(store, {"type": "webhook", "name": "hook", "url": webhook_server.url(),
+                                             "secret": webhook_server.secret})
+        router = await add_monitor(store, name="Router", recipients=[ALICE], channels=["hook"])
+        await add_monitor(store, name="Shop API", depends_on=[router])
+        await add_monitor(store, name="Blog", depends_on=[router])
+        await publish(store, down_event(router, name="Router"))
+        await settle(Host(storage), 20)
+    (mail,) = smtp.messages
+    text = mail.part("plain")
+    assert "Held alerts of" in text and "Shop API (PENDING)" in text and "Blog (PENDING)" in text
+    (body,) = webhook_server.bodies
+    assert sorted(body["details"]["held_dependents"]) == ["Blog (PENDING)", "Shop API (PENDING)"]
+    assert "Held (depend on it): " in body["text"]
