@@ -148,3 +148,15 @@ def settings(storage):
     from shared.settings import get_settings
 
     return get_settings()
+
+
+# The longest test files start first, so that in parallel runs (scripts/test: pytest-xdist, a file per worker at a
+# time) none of them begins near the end and keeps one worker busy after the others are done. Order within a file,
+# and of the other files, is unchanged.
+SLOW_FIRST = ("test_schemathesis.py", "test_status_page_chromium.py", "test_cli_tables.py", "test_public.py",
+              "test_readme_cli.py", "test_cli.py", "test_parts.py", "test_snapshots.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
