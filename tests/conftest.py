@@ -151,8 +151,9 @@ def settings(storage):
 
 
 # The longest test files start first, so that in parallel runs (scripts/test: pytest-xdist, a file per worker at a
-# time) none of them begins near the end and keeps one worker busy after the others are done. Order within a file,
-# and of the other files, is unchanged.
+# time, in collection order: --no-loadscope-reorder, else xdist starts the files with the most tests first and a
+# one-test file of minutes last) none of them begins near the end and keeps one worker busy after the others are
+# done. Order within a file, and of the other files, is unchanged.
 SLOW_FIRST = ("test_schemathesis.py", "test_status_page_chromium.py", "test_cli_tables.py", "test_public.py",
               "test_readme_cli.py", "test_cli.py", "test_parts.py", "test_snapshots.py")
 
