@@ -1,5 +1,6 @@
-"""The one home of uptime: hourly rollups up to the rollup watermark, raw results after it (normally under two
-hours of them). The API's uptime, the snapshots, the status page's day bars and the badges all count here.
+"""The one home of uptime: hourly rollups up to the rollup watermark, the blocks after it (every check of the hours
+not compacted yet: at most about 70 minutes of them; shared/storage/packing.py). The API's uptime, the snapshots,
+the status page's day bars, the badges, the digests and Prometheus all count here.
 
 A checker error (outcome "error") says nothing about the target and is not counted; degraded counts as up; the
 latency figures are of successful checks only. A check during maintenance (its result row says `maintenance`:
@@ -13,10 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.storage import keys
+from shared.storage.blocks import COMPACTION_META
+from shared.storage.packing import MAINTENANCE, Entry, best, rebuild
+
 if TYPE_CHECKING:
     from shared.storage import Store
 
-ROLLUP_META = "_rollup"  # meta row: `rolled_until`, the end of the last hour folded into rollups
+_HOUR = timedelta(hours=1)
+ROLLUP_META = COMPACTION_META  # meta row: `rolled_until`, the end of the last hour folded into rollups
 MAINTENANCE_NOTE = "checks during maintenance are not counted"
 
 
@@ -85,13 +91,74 @@ def tally_of(rows: list[dict[str, Any]]) -> Tally:
     return tally
 
 
+def tally_of_entries(entries: list[Entry] | Any) -> Tally:
+    """The tally of checks in blocks (the same rules as tally_of)."""
+    tally = Tally()
+    for entry in entries:
+        if entry.code & MAINTENANCE:
+            tally.maintenance += 1
+            continue
+        outcome = entry.code & 0x0F
+        if outcome == 3:  # error
+            continue
+        tally.checks += 1
+        tally.up += outcome <= 1
+        tally.degraded += outcome == 1
+        lat = entry.latency
+        if lat is not None and outcome != 2:
+            tally.latency_min = lat if tally.latency_min is None else min(tally.latency_min, lat)
+            tally.latency_max = lat if tally.latency_max is None else max(tally.latency_max, lat)
+            tally.latency_sum += lat
+            tally.latency_count += 1
+    return tally
+
+
+def entry_of_row(row: dict[str, Any]) -> Entry:
+    """A stored row as a block entry (checks written before blocks: the compaction and readers merge them)."""
+    from shared.storage.packing import CODE, ROW
+
+    checked = row.get("checked_at")
+    dt = round((checked - row["ts"]) / timedelta(microseconds=1)) if checked else 0
+    code = CODE.get(row.get("outcome") or "error", 3) | ROW | (MAINTENANCE if row.get("maintenance") else 0)
+    return Entry(row.get("monitor_id") or "", row["ts"], dt, row.get("latency_ms"), code, None)
+
+
 def rollup_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """count / up / degraded / latency aggregates of raw results: one rollup row's fields."""
     return tally_of(rows).as_rollup()
 
 
 async def watermark(store: Store) -> datetime | None:
-    return (await store.get_kind_meta(ROLLUP_META)).get("rolled_until")
+    rolled_until, blocks_since = await store.compaction_marks()
+    if blocks_since is not None:
+        _marks["blocks_since"] = blocks_since  # set once, by the first compaction that saw blocks; never moves
+    return rolled_until
+
+
+_marks: dict[str, datetime] = {}
+
+
+async def _blocks_since(store: Store) -> datetime | None:
+    known = _marks.get("blocks_since")
+    if known is None:
+        await watermark(store)
+    return _marks.get("blocks_since")
+
+
+async def _legacy(store: Store, tail_from: datetime) -> bool:
+    """Whether the tail from `tail_from` reaches back to hours written before blocks (rows only)."""
+    since = await _blocks_since(store)
+    return since is None or tail_from < since + timedelta(hours=1)
+
+
+async def tail_entries(store: Store, monitor_id: str, tail_from: datetime) -> list[Entry]:
+    """One monitor's checks since `tail_from` that are not in rollups yet: its blocks, and rows written before
+    blocks existed — one entry per slot."""
+    entries = await store.block_entries(tail_from, datetime.now(UTC) + timedelta(hours=1), monitor_id)
+    if await _legacy(store, tail_from):
+        rows = await store.stored_results(monitor_id, 100_000, None, tail_from)
+        entries += [entry_of_row(r) for r in rows if "fold_n" not in r]
+    return [e for e in best(entries).values() if e.slot >= tail_from]
 
 
 async def tallies(store: Store, monitor_id: str, since: datetime, rolled_until: datetime | None,
@@ -100,15 +167,21 @@ async def tallies(store: Store, monitor_id: str, since: datetime, rolled_until: 
     out: dict[Hashable, Tally] = {}
     tail_from = since
     if rolled_until and rolled_until > since:
+        first_whole = keys.hour_floor(since) if keys.hour_floor(since) == since else keys.hour_floor(since) + _HOUR
         for row in await store.query_rollups(monitor_id, since):
-            if row["hour"] < rolled_until:  # the query starts at the hour of `since`
+            if first_whole <= row["hour"] < rolled_until:  # the query starts at the hour of `since`
                 out.setdefault(bucket(row["hour"]), Tally()).add_rollup(row)
+        if first_whole > since:  # the part of since's hour after it: its checks (rows and fold rows), exactly
+            part = await store.query_results(monitor_id, limit=100_000, before=min(first_whole, rolled_until),
+                                             since=since)
+            for row in part:
+                out.setdefault(bucket(row["ts"]), Tally()).add(tally_of([row]))
         tail_from = rolled_until
-    by_key: dict[Hashable, list[dict[str, Any]]] = {}
-    for row in await store.query_results(monitor_id, limit=100_000, since=tail_from):
-        by_key.setdefault(bucket(row["ts"]), []).append(row)
-    for key, rows in by_key.items():
-        out.setdefault(key, Tally()).add(tally_of(rows))
+    by_key: dict[Hashable, list[Entry]] = {}
+    for entry in await tail_entries(store, monitor_id, tail_from):
+        by_key.setdefault(bucket(entry.slot), []).append(entry)
+    for key, entries in by_key.items():
+        out.setdefault(key, Tally()).add(tally_of_entries(entries))
     return out
 
 
@@ -116,58 +189,72 @@ async def tally_since(store: Store, monitor_id: str, since: datetime, rolled_unt
     return (await tallies(store, monitor_id, since, rolled_until)).get(None) or Tally()
 
 
-@dataclass(frozen=True)
-class _Recent:
-    """What one monitor's last current-uptime read learnt: the rollup part (fixed until the watermark or the hour of
-    the window's start moves) and the raw results before `cut` (settled: no check writes that far back)."""
+# ------------------------------------------------------------------------------------------- every monitor
 
-    watermark: datetime
-    hour: datetime
-    rolled: Tally
-    cut: datetime
-    tail: Tally
+_summaries: dict[datetime, dict[str, dict[str, Any]]] = {}  # hour → monitor → rollup: written once, kept
+MAX_SUMMARIES = 24 * 8
 
 
-_recent: dict[str, _Recent] = {}
-LATE_WRITES = timedelta(minutes=5)  # a result row lands at most a check's deadline (55 s) + a batch after its slot
-MAX_RECENT = 20_000
+@dataclass
+class Everyone:
+    """Every monitor's tally since a time, and its newest check of the tail (None: not in the tail)."""
+
+    tallies: dict[str, Tally]
+    newest: dict[str, Entry]
+
+    def tally(self, monitor_id: str) -> Tally:
+        return self.tallies.get(monitor_id) or Tally()
 
 
-def _sum(*parts: Tally) -> Tally:
-    total = Tally()
-    for part in parts:
-        total.add(part)
-    return total
-
-
-async def tally_and_latest(store: Store, monitor_id: str, since: datetime, rolled_until: datetime | None,
-                           now: datetime | None = None) -> tuple[Tally, dict[str, Any] | None]:
-    """The tally since `since` as of now (rollups up to the watermark + every raw result after it) and the monitor's
-    newest result. For frequent readers (Prometheus scrapes): the rollup part and the settled raw results are kept
-    in-process, so a read costs one query of the results since the previous read (minus LATE_WRITES); the rollup
-    part is read again when the watermark or the hour of `since` moves."""
-    now = now or datetime.now(UTC)
-    if not rolled_until or rolled_until <= since:  # no usable rollups: the raw results of the whole window
-        rows = await store.query_results(monitor_id, limit=100_000, since=since)
-        latest = rows[0] if rows else next(iter(await store.query_results(monitor_id, limit=1)), None)
-        return tally_of(rows), latest
+async def everyone(store: Store, since: datetime, ids: list[str]) -> Everyone:
+    """The tallies of many monitors at once, in O(what changed): the rollups from the hour summaries (each read
+    once per process: they never change) and one pass over the blocks since the watermark. Falls back to one read
+    per monitor while the window reaches hours from before blocks (the first day after the upgrade)."""
+    rolled_until = await watermark(store)
+    tail_from = max(since, rolled_until) if rolled_until else since
+    hours = []
     hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    known = _recent.get(monitor_id)
-    entry = known
-    if entry is None or entry.watermark != rolled_until or entry.hour != hour:
-        rolled = Tally()
-        for row in await store.query_rollups(monitor_id, since):
-            if row["hour"] < rolled_until:  # the query starts at the hour of `since`
-                rolled.add_rollup(row)
-        same_tail = entry is not None and entry.watermark == rolled_until  # only the window's hour moved
-        entry = _Recent(rolled_until, hour, rolled, entry.cut if same_tail and entry else rolled_until,
-                        entry.tail if same_tail and entry else Tally())
-    rows = await store.query_results(monitor_id, limit=100_000, since=entry.cut)  # newest first
-    cut = max(entry.cut, now - LATE_WRITES)
-    settled = tally_of([r for r in rows if r["ts"] < cut])
-    if _recent.get(monitor_id) is known:  # nobody stored a newer one meanwhile (that would count rows twice)
-        if len(_recent) >= MAX_RECENT:
-            _recent.clear()
-        _recent[monitor_id] = _Recent(entry.watermark, entry.hour, entry.rolled, cut, _sum(entry.tail, settled))
-    latest = rows[0] if rows else next(iter(await store.query_results(monitor_id, limit=1)), None)
-    return _sum(entry.rolled, entry.tail, tally_of(rows)), latest
+    while rolled_until and hour < rolled_until:
+        hours.append(hour)
+        hour += timedelta(hours=1)
+    missing = [h for h in hours if h not in _summaries]
+    if missing:
+        found = await store.read_summaries(missing[0], missing[-1])
+        if len(_summaries) + len(found) > MAX_SUMMARIES:
+            _summaries.clear()
+        _summaries.update(found)
+    if any(h not in _summaries for h in hours) or await _legacy(store, tail_from):
+        return await _one_by_one(store, since, ids, rolled_until)
+    out = {i: Tally() for i in ids}
+    for hour in hours:
+        for mid, rollup in _summaries[hour].items():
+            if mid in out:
+                out[mid].add_rollup(rollup)
+    entries = await store.block_entries(tail_from, datetime.now(UTC) + timedelta(hours=1))
+    per: dict[str, list[Entry]] = {}
+    for entry in best(entries).values():
+        if entry.slot >= tail_from and entry.monitor_id in out:
+            per.setdefault(entry.monitor_id, []).append(entry)
+    newest = {}
+    for mid, mine in per.items():
+        out[mid].add(tally_of_entries(mine))
+        newest[mid] = max(mine, key=lambda e: e.slot)
+    return Everyone(out, newest)
+
+
+async def _one_by_one(store: Store, since: datetime, ids: list[str], rolled_until: datetime | None) -> Everyone:
+    from shared.aio import gather_bounded
+
+    found = await gather_bounded(ids, lambda i: tally_since(store, i, since, rolled_until), 16)
+    return Everyone(dict(zip(ids, found, strict=True)), {})
+
+
+async def latest_result(store: Store, monitor_id: str, known: Everyone | None = None) -> dict[str, Any] | None:
+    """A monitor's newest result: rebuilt from the tail when it is a folded steady check, else read."""
+    entry = known.newest.get(monitor_id) if known else None
+    if entry is not None and entry.template is not None:
+        from shared.storage.results import template_fields
+
+        return rebuild(monitor_id, entry.slot, entry.dt_us, entry.latency, template_fields(entry.template))
+    rows = await store.query_results(monitor_id, limit=1)
+    return rows[0] if rows else None

@@ -33,9 +33,9 @@ from monitors.contract import CheckContext, CheckResult
 from shared.engine.due import due_monitors
 from shared.engine.gate import Hold, Holds
 from shared.engine.outbox import publish
-from shared.engine.settle import Outcome, evaluate, result_row, settle, unchanged
+from shared.engine.settle import Outcome, evaluate, settle, unchanged
+from shared.engine.writer import ResultWriter
 from shared.secrets import scrub, scrub_obj
-from shared.storage.limits import MAX_BATCH_ENTITIES
 from shared.text import clip
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[t
         holds = await Holds.load(store, kind.name, states)
     slots = {cfg.id or "": slot for cfg, slot in due}
     order = {cfg.id or "": n for n, (cfg, _) in enumerate(due)}
-    writer = ResultWriter(store, summary)
+    writer = ResultWriter(store, summary, summary.started_at)
     gate = asyncio.Semaphore(16)
     settling: set[asyncio.Task[None]] = set()
     spawned: list[asyncio.Task[None]] = []
@@ -151,7 +151,7 @@ async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[t
         if outcome.result.outcome == "error":
             summary.errors += 1
         if not outcome.duplicate:
-            writer.add(result_row(store, outcome, trigger))
+            writer.add(outcome, trigger)
 
     def spawn(work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -216,58 +216,9 @@ def _decide(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: Che
         summary.errors += 1
         return Outcome(cfg.id or "", cfg.name, slot, result, status="ERROR", checked_at=checked_at)
     if unchanged(evaluation, prev, held):
-        return Outcome(cfg.id or "", cfg.name, slot, result, status=evaluation.status, checked_at=checked_at)
+        return Outcome(cfg.id or "", cfg.name, slot, result, status=evaluation.status, checked_at=checked_at,
+                       steady=True)
     return evaluation, held
-
-
-class ResultWriter:
-    """Result rows, written while a tick settles. Rows wait per partition; a partition that has a full transaction
-    (MAX_BATCH_ENTITIES rows) sends it at once, and the rest goes when the oldest waiting row has waited
-    FLUSH_SECONDS (a timer, so rows never wait for a slow check to finish) or at the end. So a tick of N results
-    costs about N / 100 transactions, however the checks finish (slot-keyed upserts: order does not matter, a
-    repeat overwrites)."""
-
-    FLUSH_SECONDS = 3.0  # a normal tick writes its results in full transactions; a slow one, every few seconds
-
-    def __init__(self, store: Store, summary: TickSummary) -> None:
-        self.store, self.summary = store, summary
-        self.waiting: dict[str, list[dict[str, Any]]] = {}
-        self.timer: asyncio.TimerHandle | None = None
-        self.flushing: set[asyncio.Task[None]] = set()
-
-    def add(self, row: dict[str, Any]) -> None:
-        rows = self.waiting.setdefault(row["PartitionKey"], [])
-        rows.append(row)
-        if len(rows) >= MAX_BATCH_ENTITIES:
-            self._send(self.waiting.pop(row["PartitionKey"]))
-        if self.timer is None and self.waiting:
-            self.timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self._flush)
-
-    def _flush(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        rows = [row for group in self.waiting.values() for row in group]
-        self.waiting = {}
-        self._send(rows)
-
-    def _send(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            task = asyncio.create_task(self._write(rows))
-            self.flushing.add(task)
-            task.add_done_callback(self.flushing.discard)
-
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            await self.store.write_results(rows)
-        except Exception:
-            log.exception("writing %d results failed", len(rows))
-            self.summary.errors += 1
-
-    async def close(self) -> None:
-        self._flush()
-        if self.flushing:
-            await asyncio.gather(*self.flushing)
 
 
 # ---------------------------------------------------------------------------------------- services

@@ -37,6 +37,7 @@ class Outcome:
     duplicate: bool = False
     checked_at: datetime | None = None
     maintenance: str | None = None  # the id of the maintenance window the check ran in
+    steady: bool = False  # nothing changed: the state was not written (a success may be folded into a block)
 
 
 def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult, now: datetime,
@@ -94,10 +95,15 @@ async def settle(store: Store, kind: Kind[Any], cfg: MonitorBase, row: StateRow 
     raise RuntimeError(f"state of monitor {cfg.id} kept changing; gave up after 6 attempts")
 
 
-def result_row(store: Store, outcome: Outcome, trigger: str) -> dict[str, Any]:
+def result_fields(outcome: Outcome, trigger: str) -> dict[str, Any]:
+    """A result row's fields besides its monitor and slot (what a fold's template keeps of a steady check)."""
     r = outcome.result
     fields = {"outcome": r.outcome, "latency_ms": r.latency_ms, "error": r.error, "checked_at": outcome.checked_at,
               "trigger": trigger, "status": outcome.status, **r.data}
     if outcome.maintenance:  # uptime leaves it out (shared/uptime.py); the API shows it
         fields.update(maintenance=True, maintenance_window=outcome.maintenance)
-    return store.result_entity(outcome.monitor_id, outcome.slot, {k: v for k, v in fields.items() if v is not None})
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def result_row(store: Store, outcome: Outcome, trigger: str) -> dict[str, Any]:
+    return store.result_entity(outcome.monitor_id, outcome.slot, result_fields(outcome, trigger))

@@ -115,11 +115,11 @@ async def downtimes(store: Store, monitor_id: str, limit: int = 100) -> dict:
     return {"items": items}
 
 
-async def uptime(store: Store, monitor_id: str, window: str = "24h") -> dict[str, Any]:
+async def uptime(store: Store, monitor_id: str, window: str = "24h", now: datetime | None = None) -> dict[str, Any]:
     if window not in WINDOWS:
         raise Invalid("window must be one of 24h, 7d, 30d, 90d", field_error("window", f"one of: {', '.join(WINDOWS)}"))
     await load_entity(store, monitor_id)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     since = now - WINDOWS[window]
     rolled_until = await uptimes.watermark(store)
     tally = await uptimes.tally_since(store, monitor_id, since, rolled_until)

@@ -1,58 +1,100 @@
-"""The hourly rollup and the daily retention purge."""
+"""The hourly compaction (rollups, fold rows, hour summaries) and the daily retention purge."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS
 from shared.storage import keys
-from shared.uptime import ROLLUP_META, rollup_of
+from shared.storage.packing import Entry, best, fold_fields
+from shared.uptime import ROLLUP_META, entry_of_row, tally_of_entries
 
 if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.storage import Store
 
+log = logging.getLogger("monitor.maintenance")
+
+# An hour is compacted once every run that could still write into it is over: a timer tick's slots are never after
+# its start, and no invocation outlives host.json's functionTimeout (10 minutes; a test keeps them in step).
+COMPACT_LAG = timedelta(minutes=11)
+BLOCKS_KEPT = timedelta(days=1)  # compacted blocks stay a day (a reader that saw the old watermark still finds them)
+_HOUR = timedelta(hours=1)
+
 
 async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 90) -> dict[str, Any]:
-    """Fold completed hours of raw results into hourly rollups (idempotent: an hour is recomputed whole). Checks
-during maintenance are counted apart (`maintenance`), not in `count` (shared/uptime.py).
+    """Compact every complete hour since the last run (the `_rollup` watermark): one read of the hour's blocks, then
+    per monitor a fold row of its steady checks and a rollup of all its checks, and one summary of the hour for
+    every monitor. Idempotent: an hour is recomputed whole, and the watermark moves after each hour.
 
-    Starts where the last run stopped (the `_rollup` watermark); the first run reaches back to the raw-result
-    retention horizon, so uptime never misses hours that exist only as raw rows."""
+    Hours from before blocks existed (the version before; `blocks_since` marks the first hour with blocks) are rolled
+    up from their rows, as that version did; the first run reaches back to the raw-result retention horizon."""
     now = now or datetime.now(UTC)
-    meta = await store.get_kind_meta(ROLLUP_META)
-    end = keys.hour_floor(now)
-    start = keys.hour_floor(meta.get("rolled_until") or end - timedelta(days=horizon_days))
+    rolled_until, blocks_since = await store.compaction_marks()
+    end = keys.hour_floor(now - COMPACT_LAG)
+    start = keys.hour_floor(rolled_until or end - timedelta(days=horizon_days))
     if start >= end:
         return {"hours": 0, "monitors": 0}
-    entities = await store.list_monitors()
-    written = 0
-    for entity in entities:
-        monitor_id = entity["RowKey"]
-        rows = await store.query_results(monitor_id, limit=1_000_000, before=end, since=start)
-        by_hour: dict[datetime, list[dict[str, Any]]] = {}
+    if blocks_since is None:
+        blocks_since = await store.oldest_block_hour()
+        if blocks_since is not None:
+            await store.set_kind_meta(ROLLUP_META, blocks_since=blocks_since)
+    legacy_end = min(end, blocks_since + _HOUR) if blocks_since else end
+    legacy = await _legacy_rows(store, start, legacy_end) if start < legacy_end else {}
+    written = folded = 0
+    monitors: set[str] = set()
+    hour = start
+    while hour < end:
+        entries = await store.block_entries(hour, hour)
+        entries += legacy.get(hour, [])
+        per: dict[str, list[Entry]] = {}
+        for entry in best(entries).values():
+            per.setdefault(entry.monitor_id, []).append(entry)
+        rollups = {mid: tally_of_entries(mine).as_rollup() for mid, mine in per.items()}
+        folds = [(mid, hour, fold_fields(hour, steady)) for mid, mine in per.items()
+                 if (steady := [e for e in mine if e.template is not None])]
+        await store.write_folds(folds)
+        await store.write_rollup_rows([store.rollup_entity(mid, hour, agg) for mid, agg in rollups.items()])
+        await store.write_summary(hour, rollups)
+        await store.set_kind_meta(ROLLUP_META, rolled_until=hour + _HOUR)
+        written += len(rollups)
+        folded += sum(len(parts) for _, _, parts in folds)
+        monitors |= set(per)
+        hour += _HOUR
+    return {"from": start.isoformat(), "to": end.isoformat(), "hours": int((end - start) / _HOUR),
+            "monitors": len(monitors), "rollups": written, "fold_rows": folded}
+
+
+async def _legacy_rows(store: Store, start: datetime, end: datetime) -> dict[datetime, list[Entry]]:
+    """The rows of hours written before blocks, per hour: one range read per monitor (as the version before)."""
+    out: dict[datetime, list[Entry]] = {}
+    for entity in await store.list_monitors():
+        rows = await store.stored_results(entity["RowKey"], 1_000_000, end, start)
         for row in rows:
-            by_hour.setdefault(keys.hour_floor(row["ts"]), []).append(row)
-        if by_hour:
-            await store.write_rollups(monitor_id, {h: rollup_of(rs) for h, rs in by_hour.items()})
-            written += len(by_hour)
-    await store.set_kind_meta(ROLLUP_META, rolled_until=end)
-    return {"from": start.isoformat(), "to": end.isoformat(), "monitors": len(entities), "rollups": written}
+            if "fold_n" not in row:
+                out.setdefault(keys.hour_floor(row["ts"]), []).append(entry_of_row({**row,
+                                                                                    "monitor_id": entity["RowKey"]}))
+    return out
 
 
 async def purge(store: Store, settings: Settings, now: datetime | None = None) -> dict[str, int]:
-    """Retention: raw results, events and ticks older than RESULT_RETENTION_DAYS; rollups after
-    ROLLUP_RETENTION_DAYS. Partitions are month-bounded, so only a few are ever looked at."""
+    """Retention: raw results (rows and fold rows), events and ticks older than RESULT_RETENTION_DAYS; rollups and
+    hour summaries after ROLLUP_RETENTION_DAYS; blocks a day after their hour was compacted. Partitions are
+    time-bounded, so only a few are ever looked at."""
     now = now or datetime.now(UTC)
     raw_cut = now - timedelta(days=settings.result_retention_days)
     roll_cut = now - timedelta(days=settings.rollup_retention_days)
     raw_months = keys.months_back(raw_cut, raw_cut - timedelta(days=400))
+    rolled_until, _ = await store.compaction_marks()
+    years = range(roll_cut.year - 2, roll_cut.year + 1)
     return {
         "results": await store.purge("results", keys.all_results_partitions(raw_months), raw_cut, "ts"),
         "events": await store.purge("events", raw_months, raw_cut, "occurred_at"),
         "ticks": await store.purge("ticks", keys.ticks_partitions(sorted(KINDS), raw_months), raw_cut, "started_at"),
-        "rollups": await store.purge("rollups", keys.all_rollup_partitions(range(roll_cut.year - 2,
-                                                                                 roll_cut.year + 1)),
+        "rollups": await store.purge("rollups", [*keys.all_rollup_partitions(years),
+                                                 *(keys.summary_pk(datetime(y, 1, 1, tzinfo=UTC)) for y in years)],
                                      roll_cut, "hour"),
+        "blocks": await store.purge_blocks(min(rolled_until, now) - BLOCKS_KEPT) if rolled_until else 0,
     }

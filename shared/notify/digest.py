@@ -340,9 +340,8 @@ async def build_digest(store: Store, settings: Settings, since: datetime, until:
         if row.get("type") == EventType.MONITOR_DOWN and not row["_details"].get("reminder"):
             downs[row.get("monitor_id") or ""] = downs.get(row.get("monitor_id") or "", 0) + 1
 
-    rolled_until = await uptimes.watermark(store)
-    tallies = await gather_bounded(monitors, lambda m: uptimes.tally_since(store, m["id"], since, rolled_until),
-                                   CONCURRENCY)
+    known = await uptimes.everyone(store, since, [m["id"] for m in monitors])
+    tallies = [known.tally(m["id"]) for m in monitors]
     lines = [MonitorLine(id=m["id"], name=m["name"], kind=m["kind"] or "", status=m["status"], since=m["since"],
                          uptime_percent=t.percent, checks=t.checks) for m, t in zip(monitors, tallies, strict=True)]
     lines.sort(key=lambda line: (-status_info(line.status).severity, line.kind, line.name.lower()))

@@ -113,11 +113,10 @@ async def _open_downtimes(store: Store, census: _Census, now: datetime) -> list[
     return [w for w in await gather_bounded(census.down, open_window, CONCURRENCY) if w]
 
 
-async def _uptimes(store: Store, census: _Census, states: dict[str, StateRow], since: datetime,
-                   rolled_until: datetime | None) -> Tally:
+async def _uptimes(store: Store, census: _Census, states: dict[str, StateRow], since: datetime) -> Tally:
     """Each enabled monitor's uptime since `since`, added up per kind (into the kind views) and in all."""
-    tallies = await gather_bounded(census.enabled,
-                                   lambda e: uptimes.tally_since(store, e["RowKey"], since, rolled_until), CONCURRENCY)
+    known = await uptimes.everyone(store, since, [e["RowKey"] for e in census.enabled])
+    tallies = [known.tally(e["RowKey"]) for e in census.enabled]
     per_kind: dict[str, tuple[Tally, list[dict[str, Any]]]] = {}
     total = Tally()
     for entity, tally in zip(census.enabled, tallies, strict=True):
@@ -197,7 +196,7 @@ async def build(store: Store, now: datetime | None = None) -> dict[str, Any]:
     for entity in entities:
         census.count(entity, states.get(entity["RowKey"]))
     downtimes = await _open_downtimes(store, census, now)
-    total = await _uptimes(store, census, states, now - UPTIME_WINDOW, rolled_until)
+    total = await _uptimes(store, census, states, now - UPTIME_WINDOW)
     stale = await _timers(store, census, now)
     snapshot: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -4,8 +4,11 @@
 |------------|--------------------|---------------------------------|------------------------------------------|
 | monitors   | "m"                | monitor id / "~u~{kind}~{hash}" | definitions; unique-key guard rows       |
 | state      | kind               | monitor id / "{id}|ob|{event}"  | state (ETag); transactional outbox       |
-| results    | "{shard}-{yyyymm}" | "{monitor id}_{inverted ticks}" | raw check results, newest first          |
+| results    | "{shard}-{yyyymm}" | "{monitor id}_{inverted ticks}" | check results, newest first; and after   |
+|            |                    | "{id}_{inverted hour}~{part}"   | each hour its fold row (steady checks)   |
+| blocks     | "{yyyymmddhh}"     | "{shard}_{inv tick}_{run}_{n}"  | every check of a tick, packed (a day)    |
 | rollups    | "{shard}-{yyyy}"   | "{monitor id}_{inverted hour}"  | hourly count/up/latency aggregates       |
+|            | "h-{yyyy}"         | "{inverted hour}_{part}"        | every monitor's rollup of an hour        |
 | downtimes  | monitor id         | inverted start ticks            | downtime windows                         |
 | events     | "{yyyymm}"         | "{inverted ticks}_{event id}"   | every event with its delivery status     |
 | deliveries | event id           | "{channel}:{recipient}"         | idempotency records per recipient        |
@@ -35,7 +38,7 @@ from shared.storage.results import ResultsTable
 from shared.storage.snapshots import SNAPSHOT_META, SnapshotsTable
 from shared.storage.state import OutboxRow, StateRow, StateTable
 
-TABLES = ("monitors", "state", "results", "rollups", "downtimes", "events", "deliveries", "meta", "ticks",
+TABLES = ("monitors", "state", "results", "blocks", "rollups", "downtimes", "events", "deliveries", "meta", "ticks",
           "snapshots", "alertrules", "leases", "channels", "windows", "alerting")
 
 

@@ -106,9 +106,10 @@ def result_row(monitor_id: str, at: datetime) -> str:
 
 
 def result_bounds(monitor_id: str, before: datetime | None, since: datetime | None) -> tuple[str, str]:
-    """Exclusive RowKey bounds of a monitor's results with since <= time < before (open ends when None)."""
+    """Exclusive RowKey bounds of a monitor's results with since <= time < before (open ends when None); the fold
+    rows of since's hour are inside (they hold checks after `since` too): the caller filters by time."""
     lo = result_row(monitor_id, before) if before else f"{monitor_id}_"
-    hi = result_row(monitor_id, since) + "~" if since else f"{monitor_id}`"
+    hi = f"{monitor_id}_{inverted(hour_floor(since))}~~" if since else f"{monitor_id}`"
     return lo, hi
 
 
@@ -195,3 +196,41 @@ def alerting_row(key: str) -> str:
     """A RowKey of the `alerting` table built from a free-form key (a cause, a channel and recipient): hashed,
     so any text fits the RowKey rules and length."""
     return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+# ------------------------------------------------------------------------------- compact results (packing.py)
+
+BLOCK_SHARDS = 64  # a tick's block entities per hour: one transaction; a monitor's tail reads 1/64 of them
+SUMMARY_PREFIX = "h"  # rollups partition "h-{yyyy}": one entity (or a few) per hour with every monitor's rollup
+
+
+def block_shard(monitor_id: str) -> int:
+    return zlib.crc32(monitor_id.encode()) % BLOCK_SHARDS
+
+
+def block_pk(hour: datetime) -> str:
+    return hour.astimezone(UTC).strftime("%Y%m%d%H")
+
+
+def block_row(shard_no: int, tick: datetime, run: str, flush: int) -> str:
+    """A block's RowKey: its shard first (a monitor's blocks are one range), then the tick newest first, the run
+    (two runs of one tick never overwrite each other's checks) and the flush within the run."""
+    return f"{shard_no:02d}_{inverted(tick)}_{run}_{flush:04d}"
+
+
+def block_shard_bounds(shard_no: int) -> tuple[str, str]:
+    """RowKey bounds (lo inclusive, hi exclusive) of one shard's blocks in an hour partition."""
+    return f"{shard_no:02d}_", f"{shard_no:02d}`"
+
+
+def fold_row(monitor_id: str, hour: datetime, part: int = 0) -> str:
+    """A fold row sorts right after the rows of its hour (newest first): `~` follows every digit."""
+    return f"{monitor_id}_{inverted(hour)}~{part:02d}"
+
+
+def summary_pk(hour: datetime) -> str:
+    return f"{SUMMARY_PREFIX}-{hour.year:04d}"
+
+
+def summary_row(hour: datetime, part: int) -> str:
+    return f"{inverted(hour)}_{part:03d}"

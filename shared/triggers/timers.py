@@ -22,6 +22,7 @@ log = logging.getLogger("monitor.timers")
 bp = func.Blueprint()
 
 EVERY_MINUTE = "0 * * * * *"  # NCRONTAB, six fields: sec min hour day month weekday
+ROLLUP_SCHEDULE = "0 12 * * * *"  # after shared/manage/maintenance.py COMPACT_LAG: the last hour is complete
 SNAPSHOT_SCHEDULE = "0 */15 * * * *"  # shared/snapshots/views.py SNAPSHOT_SCHEDULE (a test keeps them in step)
 
 
@@ -52,7 +53,7 @@ for _kind in REGISTRY:
 
 
 @bp.function_name("rollup_timer")
-@bp.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=True)
 async def rollup_timer(timer: func.TimerRequest) -> None:
     from shared import manage
     from shared.storage import Store

@@ -114,10 +114,10 @@ def vocabulary(kind: str, current: str | None = None) -> list[str]:
 async def prometheus_text(store: Store) -> str:
     from shared.rules.service import list_rules
 
-    (monitors, rolled_until), snap, rules = await asyncio.gather(
-        asyncio.gather(live_states(store), uptimes.watermark(store)), latest_snapshot(store), list_rules(store))
-    since = datetime.now(UTC) - UPTIME_WINDOW
-    current = await gather_bounded(monitors, lambda m: uptimes.tally_and_latest(store, m["id"], since, rolled_until))
+    monitors, snap, rules = await asyncio.gather(live_states(store), latest_snapshot(store), list_rules(store))
+    known = await uptimes.everyone(store, datetime.now(UTC) - UPTIME_WINDOW, [m["id"] for m in monitors])
+    latest = await gather_bounded(monitors, lambda m: uptimes.latest_result(store, m["id"], known))
+    current = [(known.tally(m["id"]), row) for m, row in zip(monitors, latest, strict=True)]
     out = Exposition()
     counts: dict[tuple[str, str], int] = {(kind, status): 0 for kind in KINDS for status in vocabulary(kind)}
     for m, (tally, row) in zip(monitors, current, strict=True):

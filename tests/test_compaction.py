@@ -1,0 +1,118 @@
+"""Compact results change nothing a user sees: on a recorded week of mixed results (tests/fixtures/results), the
+results API (every page), uptime over each window and the status page answer the same before the hourly compaction
+and after it — once the blocks are gone and only fold rows, rows and rollups remain — while storage holds a
+fraction of the entities."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from monitors import parse_spec, to_entity_spec
+from monitors.contract import CheckResult
+from shared import manage
+from shared.engine.run import TickSummary
+from shared.engine.settle import Outcome
+from shared.engine.writer import ResultWriter
+from shared.manage import history
+from shared.storage import Store, hour_floor
+from shared.web.status_page import status_page_model
+
+WEEK = json.loads((Path(__file__).parent / "fixtures/results/week.json").read_text())
+
+
+def _data(index: int) -> dict[str, Any]:
+    return {k: datetime.fromisoformat(v["$dt"]) if isinstance(v, dict) else v for k, v in WEEK["data"][index].items()}
+
+
+async def _record_week(store: Store, start: datetime) -> tuple[list[str], int]:
+    """Write the recording as the engine does (the writer: rows and blocks; "l" checks as the version before
+    blocks wrote them, plain rows). Returns the monitor ids and the number of distinct checks."""
+    ids = []
+    for spec in WEEK["monitors"]:
+        mid = uuid.uuid4().hex
+        cfg = parse_spec({"kind": "website", "id": mid, "name": spec["name"], "url": f"https://{spec['name']}.test/",
+                          "interval_seconds": spec["interval"], "public": True})
+        await store.insert_monitor({"RowKey": mid, "kind": "website", "name": cfg.name, "enabled": True,
+                                    "spec": to_entity_spec(cfg)})
+        ids.append(mid)
+    writer: ResultWriter | None = None
+    legacy, distinct = [], set()
+    for n, (m, slot_s, dt_us, outcome, latency, status, trigger, error, data, maint, flags) in \
+            enumerate(WEEK["checks"]):
+        slot = start + timedelta(seconds=slot_s)
+        checked = slot + timedelta(microseconds=dt_us)
+        distinct.add((m, slot_s))
+        result = CheckResult(outcome, latency, error, _data(data), checked)
+        done = Outcome(ids[m], WEEK["monitors"][m]["name"], slot, result, status=status, checked_at=checked,
+                       maintenance=maint, steady="s" in flags)
+        if "l" in flags:
+            fields = {"outcome": outcome, "latency_ms": latency, "error": error, "checked_at": checked,
+                      "trigger": trigger, "status": status, **_data(data)}
+            legacy.append(store.result_entity(ids[m], slot, {k: v for k, v in fields.items() if v is not None}))
+            continue
+        if writer is None or n % 40 == 0 or "d" in flags:  # ticks of a few slots; a duplicate is another run
+            if writer is not None:
+                await writer.close()
+            writer = ResultWriter(store, TickSummary("website", trigger, slot), slot)
+        writer.add(done, trigger)
+    if writer is not None:
+        await writer.close()
+    await store.write_results(legacy)
+    return ids, len(distinct)
+
+
+async def _answers(store: Store, ids: list[str], now: datetime) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mid in ids:
+        pages, before = [], None
+        while True:
+            page = await history.results(store, mid, limit=317, before=before)
+            pages.append(page["items"])
+            if not page["next_before"]:
+                break
+            before = datetime.fromisoformat(page["next_before"])
+        out[f"{mid}/results"] = pages
+        for window in history.WINDOWS:
+            found = await history.uptime(store, mid, window, now=now)
+            out[f"{mid}/uptime/{window}"] = {k: v for k, v in found.items() if k != "rolled_up_until"}
+    page = await status_page_model(store, now=now)
+    out["status page"] = {"groups": page["groups"], "incidents": page["incidents"], "banner": page["banner"]}
+    return out
+
+
+async def _count(store: Store, table: str) -> int:
+    return len(await store.query(table, "PartitionKey ne ''", select=["RowKey"]))
+
+
+async def test_answers_are_identical_before_and_after_compaction(settings):
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    start = hour_floor(now) - timedelta(days=7)
+    async with Store.open(settings) as store:
+        ids, checks = await _record_week(store, start)
+        before = await _answers(store, ids, now)
+        listed = sum(len(items) for mid in ids for items in before[f"{mid}/results"])
+        assert listed == checks  # every check of the week, once (a duplicate run's check is one result)
+        rows_before = await _count(store, "results")
+
+        done = await manage.rollup(store, now=now)
+        assert done["fold_rows"] > 0
+        rolled_until, _ = await store.compaction_marks()
+        assert rolled_until == hour_floor(now - timedelta(minutes=11))
+        await store.purge_blocks(rolled_until)  # what the daily purge does a day later: fold rows answer alone
+        after = await _answers(store, ids, now)
+
+        for key in before:
+            assert after[key] == before[key], key
+        rows_after = await _count(store, "results")
+        assert rows_after > rows_before  # fold rows were added next to the rows of failures and changes
+        assert rows_after < checks / 6  # … yet the week is a few hundred entities, not one per check
+        uptime = before[f"{ids[0]}/uptime/7d"]
+        assert 0 < uptime["uptime_percent"] < 100 and uptime["checks"] > 1900
+
+        again = await manage.rollup(store, now=now)  # nothing new to compact: a second run changes nothing
+        assert again["hours"] == 0
+        assert await _answers(store, ids, now) == after
