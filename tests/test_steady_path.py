@@ -9,7 +9,7 @@ from targets import site, targets  # noqa: F401 - fixtures
 
 from monitors import parse_spec, to_entity_spec
 from shared import engine
-from shared.storage import SHARDS, Store
+from shared.storage import Store
 
 
 async def test_steady_ticks_send_a_handful_of_requests_and_touch_no_state(settings, site):
@@ -30,7 +30,39 @@ async def test_steady_ticks_send_a_handful_of_requests_and_touch_no_state(settin
         after = {k: row.etag for k, row in (await store.load_states("website"))[0].items()}
         assert steady.checked == 60 and steady.errors == 0
         assert after == before  # no state row was rewritten
-        # meta + monitors + states + one results transaction per shard + the tick record
-        assert steady.storage_requests <= 3 + SHARDS + 1, steady.storage_requests
+        # meta and versions + the states changed since + one blocks transaction + the tick record: the monitors and
+        # windows are not listed again while their versions stay
+        assert steady.storage_requests == 4, steady.storage_requests
         assert len(await store.query_results(next(iter(before)), limit=10)) == 2
+        assert len(await store.query("results", "PartitionKey ne ''")) == 60  # the first checks only: a change
         assert gc.isenabled()  # the collector is paused only while a run is in progress
+
+
+async def test_a_run_sees_what_another_process_wrote_since_its_last_read(settings, site):
+    """The states a run keeps between ticks are brought up to date by what changed: a state another process wrote
+    (here DOWN, written straight to storage) is what the next tick evaluates on, and a new monitor is checked."""
+    async with Store.open(settings) as store:
+        ids = []
+        for i in range(3):
+            mid = uuid.uuid4().hex
+            cfg = parse_spec({"kind": "website", "id": mid, "name": f"m{i}", "url": f"{site.url}p{i}", "attempts": 1})
+            await store.insert_monitor({"RowKey": mid, "kind": "website", "name": cfg.name, "enabled": True,
+                                        "spec": to_entity_spec(cfg)})
+            ids.append(mid)
+        await engine.run_kind(store, settings, "website", trigger="manual")
+        await engine.run_kind(store, settings, "website", trigger="manual")
+        row = await store.get_state("website", ids[0])
+        assert row is not None and row.status == "UP"
+        await store.commit_state("website", ids[0], {**row.data, "down_since": "2026-01-01T00:00:00+00:00"},
+                                 "DOWN", row.etag, [])
+        mid = uuid.uuid4().hex
+        cfg = parse_spec({"kind": "website", "id": mid, "name": "new", "url": f"{site.url}new", "attempts": 1})
+        await store.insert_monitor({"RowKey": mid, "kind": "website", "name": "new", "enabled": True,
+                                    "spec": to_entity_spec(cfg)})
+        third = await engine.run_kind(store, settings, "website", trigger="manual")
+        assert third.checked == 4
+        by_id = {o.monitor_id: o for o in third.outcomes}
+        assert not by_id[ids[0]].steady  # evaluated on the DOWN state it did not write itself: a change
+        again = await store.get_state("website", ids[0])
+        assert again is not None and again.status == "UP"  # … written back (kept UP in memory, it would stay DOWN)
+        assert by_id[mid].status == "UP"

@@ -209,12 +209,12 @@ class Holds:
         self.blocked = 0
 
     @classmethod
-    async def load(cls, store: Store, kind: str, states: dict[str, StateRow]) -> Holds:
+    async def load(cls, store: Store, kind: str, states: dict[str, StateRow], version: str | None = None) -> Holds:
         windows: WindowsLike | None = None
         try:
             from shared.windows.schedule import Windows
 
-            windows = await Windows.load(store)
+            windows = await Windows.load(store, version)
         except Exception:
             log.exception("could not load the maintenance windows: this %s run holds no alert for them", kind)
         return cls(store, kind, states, windows)

@@ -279,13 +279,14 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
     started = time.monotonic()
     requests_before = store.request_count
     summary = TickSummary(kind.name, trigger, started_at=now, due_at=due_at)
-    meta = await store.get_kind_meta(kind.name)
+    meta, versions = await store.kind_meta_and_defs(kind.name)
     if trigger == "timer" and meta.get("paused"):
         summary.paused = True
     else:
-        stored = await store.list_monitors(kind.name, engine_fields=True)
+        # a version that was never stamped reads as "-" (kept too: the first write of that table stamps one)
+        stored = await store.engine_monitors(kind.name, versions.get("monitors") or "-")
         entities = [e for e in stored if e.get("enabled", True)]
-        states, outbox = await store.load_states(kind.name)
+        states, outbox = await store.engine_states(kind.name)
         outbox = await _sweep_deleted(store, kind.name, {e["RowKey"] for e in stored}, states, outbox)
         orphans = [row for row in outbox if row.written_at is None or row.written_at <= now - OUTBOX_GRACE]
         if orphans:
@@ -300,7 +301,8 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
         else:
             due = [(cfg, now) for cfg in configs]
         stop_at = started + settings.tick_budget_seconds
-        await process(store, settings, kind, due, states, trigger, summary, stop_at)
+        holds = await Holds.load(store, kind.name, states, versions.get("windows") or "-")
+        await process(store, settings, kind, due, states, trigger, summary, stop_at, holds)
         if summary.not_checked:
             log.error("%s tick: %d due monitors not checked: the tick's budget (TICK_BUDGET_SECONDS=%d) ran out",
                       kind.name, len(summary.not_checked), settings.tick_budget_seconds)

@@ -30,6 +30,9 @@ class AlertingTables(StoreBase):
         pk = DEFINITION_TABLES[table]
         return await self.query(table, f"PartitionKey eq '{pk}' and RowKey lt '~'")
 
+    async def cached_definitions(self, table: str, version: str | None) -> list[dict[str, Any]]:
+        return list(await self.cached(table, version, lambda: self.list_definitions(table)))
+
     async def get_definition(self, table: str, def_id: str) -> dict[str, Any] | None:
         client = await self.table(table)
         try:
@@ -51,6 +54,7 @@ class AlertingTables(StoreBase):
             if is_conflict(error):
                 raise Conflict("already exists", key=name) from None
             raise
+        await self.touch_definitions(table)
 
     async def update_definition(self, table: str, entity: dict[str, Any], etag: str, old_name: str | None = None,
                                 new_name: str | None = None) -> None:
@@ -74,6 +78,7 @@ class AlertingTables(StoreBase):
                 raise Conflict("already exists" if taken else "modified concurrently",
                                key=new_name if taken else None) from None
             raise
+        await self.touch_definitions(table)
 
     async def delete_definition(self, table: str, def_id: str, name: str | None = None) -> None:
         pk = DEFINITION_TABLES[table]
@@ -81,6 +86,7 @@ class AlertingTables(StoreBase):
         for row in [def_id, *([keys.name_row(name)] if name is not None else [])]:
             with contextlib.suppress(ResourceNotFoundError):
                 await client.delete_entity(pk, row)
+        await self.touch_definitions(table)
 
     async def _name_taken(self, table: str, name: str, owner: str) -> bool:
         client = await self.table(table)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ServiceRequestError
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 # azure-core logs every request at INFO; the Functions worker would ship each line to Application Insights.
 logging.getLogger("azure").setLevel(logging.WARNING)
 
+DEFS_ROW = "_defs"  # meta row: a version per definition table (monitors, windows), stamped by every write
 Operation = tuple[Any, ...]  # ("create" | "upsert" | "update" | "delete", entity[, options]) for submit_transaction
 
 
@@ -132,8 +134,12 @@ class StoreBase:
 
     @classmethod
     def forget_created_tables(cls) -> None:
-        """Tests that delete tables call this so the next use creates them again."""
+        """Tests that delete tables call this so the next use creates them again (and nothing read before is kept)."""
+        from shared.storage.state import StateTable
+
         cls._ensured.clear()
+        StoreBase._cached.clear()
+        StateTable._known.clear()
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -161,6 +167,40 @@ class StoreBase:
             if limit is not None and len(out) >= limit:
                 break
         return out
+
+    # -- definition versions --------------------------------------------------------------------------------
+    # A timer tick reads its kind's meta row anyway; the `_defs` row next to it (one query for both) says whether the
+    # monitors or maintenance windows changed since the definitions this process keeps, so a steady tick lists
+    # neither. Every write of a definition stamps a new version after it; the cache is also dropped here at once,
+    # and is re-read every CACHE_SECONDS whatever the versions say.
+
+    _cached: ClassVar[dict[tuple[str, str], tuple[str, float, Any]]] = {}
+    CACHE_SECONDS: ClassVar[float] = 600.0
+
+    async def touch_definitions(self, what: str) -> None:
+        import uuid
+
+        StoreBase._cached = {k: v for k, v in StoreBase._cached.items() if not k[1].startswith(what)}
+        try:
+            client = await self.table("meta")
+            await client.upsert_entity({"PartitionKey": "kind", "RowKey": DEFS_ROW, what: uuid.uuid4().hex},
+                                       mode=UpdateMode.MERGE)
+        except Exception:  # the write itself succeeded; other processes notice within CACHE_SECONDS
+            logging.getLogger("monitor.storage").exception("could not stamp the %s version", what)
+
+    async def cached(self, key: str, version: str | None, read: Any) -> Any:
+        """`read()`'s answer, kept while the definitions' `version` stays the same (None: always read)."""
+        import time
+
+        slot = (self._tables.url, key)
+        known = StoreBase._cached.get(slot)
+        if version is not None and known is not None and known[0] == version \
+                and time.monotonic() - known[1] < self.CACHE_SECONDS:
+            return known[2]
+        value = await read()
+        if version is not None:
+            StoreBase._cached[slot] = (version, time.monotonic(), value)
+        return value
 
     # -- writing ------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import UpdateMode
 
 from shared.storage import keys
-from shared.storage.base import StoreBase, etag_of, is_conflict
+from shared.storage.base import DEFS_ROW, StoreBase, etag_of, is_conflict
 from shared.storage.limits import check_entity
 
 
@@ -27,6 +27,13 @@ class MetaTable(StoreBase):
             return dict(await client.get_entity(keys.META_PK, kind))
         except ResourceNotFoundError:
             return {}
+
+    async def kind_meta_and_defs(self, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A kind's meta row and the definitions' versions, in one request."""
+        rows = await self.query("meta", "PartitionKey eq @pk and ( RowKey eq @kind or RowKey eq @defs )",
+                                {"pk": keys.META_PK, "kind": kind, "defs": DEFS_ROW})
+        found = {row["RowKey"]: dict(row) for row in rows}
+        return found.get(kind, {}), found.get(DEFS_ROW, {})
 
     async def set_kind_meta(self, kind: str, **fields: Any) -> None:
         client = await self.table("meta")

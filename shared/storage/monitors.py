@@ -27,6 +27,11 @@ class MonitorsTable(StoreBase):
         select = ["RowKey", "kind", "name", "enabled", "spec"] if engine_fields else None
         return await self.query("monitors", flt, params, select=select)
 
+    async def engine_monitors(self, kind: str, version: str | None) -> list[dict[str, Any]]:
+        """A kind's definitions for a run: kept while the monitors' version stays (shared/storage/base.py)."""
+        return list(await self.cached(f"monitors:{kind}", version,
+                                      lambda: self.list_monitors(kind, engine_fields=True)))
+
     async def get_monitor(self, monitor_id: str) -> dict[str, Any] | None:
         client = await self.table("monitors")
         try:
@@ -46,6 +51,7 @@ class MonitorsTable(StoreBase):
                 taken = await self._taken_unique(list(unique), except_id=None)
                 raise Conflict("already exists", key=taken) from None
             raise
+        await self.touch_definitions("monitors")
 
     async def update_monitor(self, entity: dict[str, Any], etag: str, drop_unique: Iterable[str] = (),
                              add_unique: Iterable[str] = ()) -> None:
@@ -62,12 +68,14 @@ class MonitorsTable(StoreBase):
                 taken = await self._taken_unique(list(add_unique), except_id=entity["RowKey"])
                 raise Conflict("already exists" if taken else "modified concurrently", key=taken) from None
             raise
+        await self.touch_definitions("monitors")
 
     async def delete_monitor(self, monitor_id: str, kind: str, unique: Iterable[str] = ()) -> None:
         client = await self.table("monitors")
         ops: list[Operation] = [("delete", {"PartitionKey": keys.MONITORS_PK, "RowKey": row})
                                 for row in [monitor_id, *unique]]
         await client.submit_transaction(ops)
+        await self.touch_definitions("monitors")
         state = await self.table("state")
         lo, hi = keys.owned_range(monitor_id)
         rows = await self.query("state", "PartitionKey eq @k and RowKey ge @lo and RowKey lt @hi",

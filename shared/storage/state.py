@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -44,7 +44,13 @@ def _state_row(monitor_id: str, entity: dict[str, Any]) -> StateRow:
                     etag_of(entity))
 
 
+FULL_EVERY = timedelta(minutes=10)
+CLOCK_SKEW = timedelta(minutes=2)  # between this machine's clock and the service's Timestamps, at most
+
+
 class StateTable(StoreBase):
+    _known: ClassVar[dict[tuple[str, str], tuple[dict[str, StateRow], datetime, datetime]]] = {}
+
     async def load_states(self, kind: str) -> tuple[dict[str, StateRow], list[OutboxRow]]:
         """Every state row of a kind and every outbox row not yet published, in one partition query."""
         states: dict[str, StateRow] = {}
@@ -56,6 +62,30 @@ class StateTable(StoreBase):
             else:
                 states[rk] = _state_row(rk, entity)
         return states, outbox
+
+    async def engine_states(self, kind: str) -> tuple[dict[str, StateRow], list[OutboxRow]]:
+        """load_states for a run, at the cost of what changed: this process keeps the rows, and a run reads only
+        those written since the previous read (Timestamp, with CLOCK_SKEW to spare) and every outbox row (few:
+        they live seconds) — one request whatever the number of monitors. Every FULL_EVERY it reads everything
+        again, which also forgets rows deleted by other processes."""
+        key = (self._tables.url, kind)
+        now = datetime.now(UTC)
+        known = StateTable._known.get(key)
+        if known is None or now - known[1] > FULL_EVERY:
+            states, rows = await self.load_states(kind)
+            StateTable._known[key] = (states, now, now)
+            return dict(states), rows
+        states, full_at, read_at = known
+        outbox: list[OutboxRow] = []
+        for entity in await self.query("state", "PartitionKey eq @k and ( Timestamp ge @t or payload ne '' )",
+                                       {"k": kind, "t": read_at - CLOCK_SKEW}):
+            rk = entity["RowKey"]
+            if keys.is_outbox_row(rk):
+                outbox.append(OutboxRow(kind, rk, json.loads(entity["payload"]), written_at(entity)))
+            else:
+                states[rk] = _state_row(rk, entity)
+        StateTable._known[key] = (states, full_at, now)
+        return dict(states), outbox
 
     async def get_state(self, kind: str, monitor_id: str) -> StateRow | None:
         client = await self.table("state")
@@ -104,6 +134,9 @@ class StateTable(StoreBase):
             await client.delete_entity(row.kind, row.row_key)
 
     async def delete_state(self, kind: str, owner_id: str) -> None:
+        known = StateTable._known.get((self._tables.url, kind))
+        if known is not None:
+            known[0].pop(owner_id, None)
         client = await self.table("state")
         with contextlib.suppress(ResourceNotFoundError):
             await client.delete_entity(kind, owner_id)

@@ -259,11 +259,12 @@ class Windows:
         self._scope: list[Compiled] = []
 
     @classmethod
-    async def load(cls, store: Any) -> Windows:
+    async def load(cls, store: Any, version: str | None = None) -> Windows:
+        """The stored windows (kept between runs while their version stays: shared/storage/base.py)."""
         from shared.windows.service import from_entity
 
         windows = []
-        for entity in await store.list_definitions("windows"):
+        for entity in await store.cached_definitions("windows", version):
             try:
                 windows.append(from_entity(entity))
             except Exception as error:  # noqa: BLE001 - one unreadable definition must not stop the checks
