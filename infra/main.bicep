@@ -239,6 +239,7 @@ var tableNames = [
   'monitors'
   'state'
   'results'
+  'blocks'
   'rollups'
   'downtimes'
   'events'

@@ -129,26 +129,13 @@ def rollup_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def watermark(store: Store) -> datetime | None:
-    rolled_until, blocks_since = await store.compaction_marks()
-    if blocks_since is not None:
-        _marks["blocks_since"] = blocks_since  # set once, by the first compaction that saw blocks; never moves
-    return rolled_until
-
-
-_marks: dict[str, datetime] = {}
-
-
-async def _blocks_since(store: Store) -> datetime | None:
-    known = _marks.get("blocks_since")
-    if known is None:
-        await watermark(store)
-    return _marks.get("blocks_since")
+    return (await store.compaction_marks())[0]
 
 
 async def _legacy(store: Store, tail_from: datetime) -> bool:
     """Whether the tail from `tail_from` reaches back to hours written before blocks (rows only)."""
-    since = await _blocks_since(store)
-    return since is None or tail_from < since + timedelta(hours=1)
+    since = await store.blocks_since()
+    return since is None or tail_from < since + _HOUR
 
 
 async def tail_entries(store: Store, monitor_id: str, tail_from: datetime) -> list[Entry]:
@@ -191,10 +178,6 @@ async def tally_since(store: Store, monitor_id: str, since: datetime, rolled_unt
 
 # ------------------------------------------------------------------------------------------- every monitor
 
-_summaries: dict[datetime, dict[str, dict[str, Any]]] = {}  # hour → monitor → rollup: written once, kept
-MAX_SUMMARIES = 24 * 8
-
-
 @dataclass
 class Everyone:
     """Every monitor's tally since a time, and its newest check of the tail (None: not in the tail)."""
@@ -217,17 +200,12 @@ async def everyone(store: Store, since: datetime, ids: list[str]) -> Everyone:
     while rolled_until and hour < rolled_until:
         hours.append(hour)
         hour += timedelta(hours=1)
-    missing = [h for h in hours if h not in _summaries]
-    if missing:
-        found = await store.read_summaries(missing[0], missing[-1])
-        if len(_summaries) + len(found) > MAX_SUMMARIES:
-            _summaries.clear()
-        _summaries.update(found)
-    if any(h not in _summaries for h in hours) or await _legacy(store, tail_from):
+    summaries = await store.summaries(hours)
+    if len(summaries) < len(hours) or await _legacy(store, tail_from):
         return await _one_by_one(store, since, ids, rolled_until)
     out = {i: Tally() for i in ids}
     for hour in hours:
-        for mid, rollup in _summaries[hour].items():
+        for mid, rollup in summaries[hour].items():
             if mid in out:
                 out[mid].add_rollup(rollup)
     entries = await store.block_entries(tail_from, datetime.now(UTC) + timedelta(hours=1))

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from monitors import parse_spec, to_entity_spec
 from monitors.contract import CheckResult
 from shared import manage
@@ -116,3 +118,51 @@ async def test_answers_are_identical_before_and_after_compaction(settings):
         again = await manage.rollup(store, now=now)  # nothing new to compact: a second run changes nothing
         assert again["hours"] == 0
         assert await _answers(store, ids, now) == after
+
+
+async def test_every_monitor_at_once_counts_what_one_by_one_counts(settings):
+    """Snapshots, Prometheus and digests read every monitor's tally from hour summaries and the blocks since the
+    watermark; it is the per-monitor answer, to the check."""
+    from shared import uptime
+
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    start = hour_floor(now) - timedelta(days=7)
+    async with Store.open(settings) as store:
+        ids, _ = await _record_week(store, start)
+        await manage.rollup(store, now=now)
+        since = hour_floor(now) - timedelta(hours=30)  # whole hours: both count rollups from the same hour
+        rolled_until = await uptime.watermark(store)
+        bulk = await uptime.everyone(store, since, ids)
+        assert bulk.newest  # read from summaries and blocks, not one monitor after another
+        for mid in ids:
+            one = await uptime.tally_since(store, mid, since, rolled_until)
+            assert bulk.tally(mid).as_rollup() == pytest.approx(one.as_rollup(), rel=1e-12), mid  # sums, any order
+            assert await uptime.latest_result(store, mid, bulk) == (await store.query_results(mid, limit=1))[0]
+
+
+async def test_purge_deletes_blocks_a_day_after_compaction_and_keeps_answers(settings):
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    start = hour_floor(now) - timedelta(days=7)
+    async with Store.open(settings) as store:
+        ids, _ = await _record_week(store, start)
+        await manage.rollup(store, now=now)
+        before = await history.results(store, ids[2], limit=1000)
+        blocks = await _count(store, "blocks")
+        done = await manage.purge(store, settings, now=now)
+        assert 0 < done["blocks"] < blocks  # the last day's blocks stay a day; older ones go
+        rolled_until, _ = await store.compaction_marks()
+        left = await store.query("blocks", "PartitionKey ne ''", select=["PartitionKey"])
+        assert min(e["PartitionKey"] for e in left) >= (rolled_until - timedelta(days=1)).strftime("%Y%m%d%H")
+        assert await history.results(store, ids[2], limit=1000) == before
+
+
+def test_the_compaction_waits_longer_than_any_run_can_last():
+    """An hour is compacted only once no invocation that started in it can still be writing: the lag is longer
+    than host.json's functionTimeout, and the timer fires after the lag."""
+    from shared.manage.maintenance import COMPACT_LAG
+    from shared.triggers.timers import ROLLUP_SCHEDULE
+
+    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    h, m, s = (int(x) for x in host["functionTimeout"].split(":"))
+    assert COMPACT_LAG > timedelta(hours=h, minutes=m, seconds=s)
+    assert timedelta(minutes=int(ROLLUP_SCHEDULE.split()[1])) >= COMPACT_LAG

@@ -135,11 +135,15 @@ class StoreBase:
     @classmethod
     def forget_created_tables(cls) -> None:
         """Tests that delete tables call this so the next use creates them again (and nothing read before is kept)."""
+        from shared.storage.blocks import BlocksTable
+        from shared.storage.results import ResultsTable
         from shared.storage.state import StateTable
 
         cls._ensured.clear()
         StoreBase._cached.clear()
         StateTable._known.clear()
+        BlocksTable._blocks_since.clear()
+        ResultsTable._summaries.clear()
 
     # -- reading ------------------------------------------------------------------------------------------
 

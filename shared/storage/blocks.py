@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from shared.storage import keys
 from shared.storage.limits import check_entity
@@ -21,6 +21,8 @@ COMPACTION_META = "_rollup"  # meta row: `rolled_until` (hours before it are com
 
 
 class BlocksTable(MetaTable):
+    _blocks_since: ClassVar[dict[str, datetime]] = {}  # account → blocks_since: once set, it never moves
+
     async def write_blocks(self, entities: list[dict[str, Any]]) -> None:
         """One transaction per hour partition (a tick's shards: at most BLOCK_SHARDS entities, one request)."""
         await self.batch("blocks", [("upsert", check_entity(e)) for e in entities])
@@ -29,7 +31,15 @@ class BlocksTable(MetaTable):
         """(rolled_until, blocks_since): hours before `rolled_until` are in fold rows and rollups; blocks exist from
         the hour `blocks_since` on (before it, results were rows only: the version before blocks)."""
         meta = await self.get_kind_meta(COMPACTION_META)
-        return meta.get("rolled_until"), meta.get("blocks_since")
+        since = meta.get("blocks_since")
+        if since is not None:
+            BlocksTable._blocks_since[self._tables.url] = since
+        return meta.get("rolled_until"), since
+
+    async def blocks_since(self) -> datetime | None:
+        """`blocks_since` (see compaction_marks), read once per process after it is set."""
+        known = BlocksTable._blocks_since.get(self._tables.url)
+        return known if known is not None else (await self.compaction_marks())[1]
 
     async def block_entries(self, first_hour: datetime, last_hour: datetime,
                             monitor_id: str | None = None) -> list[Entry]:

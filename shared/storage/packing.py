@@ -184,10 +184,11 @@ class BlockBuilder:
                 return False
             known = self.templates.get(template)
             if known is None:
-                if self.chars + len(template) + 3 > MAX_TEMPLATES_CHARS or len(self.templates) >= NO_TEMPLATE:
+                cost = len(json.dumps(template)) + 1  # as it is stored: a JSON string in a JSON list (ASCII)
+                if self.chars + cost > MAX_TEMPLATES_CHARS or len(self.templates) >= NO_TEMPLATE:
                     return False
                 known = self.templates[template] = len(self.templates)
-                self.chars += len(template) + 3
+                self.chars += cost
             index = known
         self.ids += bytes.fromhex(monitor_id)
         self.slot.append(slot_us)
@@ -201,7 +202,7 @@ class BlockBuilder:
         return {"PartitionKey": pk, "RowKey": rk, "hour": self.hour, "n": len(self), "ids": bytes(self.ids),
                 "slot": _bytes(self.slot), "dt": _bytes(self.dt), "lat": _bytes(self.lat),
                 "oc": _bytes(self.code), "tp": _bytes(self.tp),
-                "tpls": json.dumps(list(self.templates), separators=(",", ":"), ensure_ascii=False)}
+                "tpls": json.dumps(list(self.templates), separators=(",", ":"))}
 
 
 def block_entries(entity: dict[str, Any], monitor_id: str | None = None) -> Iterator[Entry]:
@@ -247,7 +248,7 @@ def fold_fields(hour: datetime, entries: list[Entry]) -> list[dict[str, Any]]:
             "ts": hour, "fold_n": len(part),
             "slot": _bytes(array("I", [_offset(hour, e.slot) for e in part])),
             "dt": _bytes(array("i", [e.dt_us for e in part])),
-            "tpls": json.dumps(list(texts), separators=(",", ":"), ensure_ascii=False)}
+            "tpls": json.dumps(list(texts), separators=(",", ":"))}
         if tenths:
             fields["lt"] = _bytes(array("i", [-_INT32 if v is None else round(v * 10) for v in lats]))
         else:

@@ -10,7 +10,7 @@ Also the hourly rollups (per monitor, and per hour for every monitor: the summar
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from azure.data.tables import UpdateMode
 
@@ -119,6 +119,20 @@ class ResultsTable(BlocksTable):
         await self.batch("rollups", [("upsert", check_entity(
             {"PartitionKey": keys.summary_pk(hour), "RowKey": keys.summary_row(hour, n), "hour": hour,
              "parts": len(parts), **fields}), {"mode": UpdateMode.REPLACE}) for n, fields in enumerate(parts)])
+
+    _summaries: ClassVar[dict[tuple[str, datetime], dict[str, dict[str, Any]]]] = {}
+    MAX_SUMMARIES: ClassVar[int] = 24 * 8
+
+    async def summaries(self, hours: list[datetime]) -> dict[datetime, dict[str, dict[str, Any]]]:
+        """The summaries of these hours that exist, each read once per process (a summary never changes)."""
+        url = self._tables.url
+        missing = [h for h in hours if (url, h) not in ResultsTable._summaries]
+        if missing:
+            found = await self.read_summaries(missing[0], missing[-1])
+            if len(ResultsTable._summaries) + len(found) > self.MAX_SUMMARIES:
+                ResultsTable._summaries.clear()
+            ResultsTable._summaries.update({(url, h): v for h, v in found.items()})
+        return {h: ResultsTable._summaries[(url, h)] for h in hours if (url, h) in ResultsTable._summaries}
 
     async def read_summaries(self, first: datetime, last: datetime) -> dict[datetime, dict[str, dict[str, Any]]]:
         """The hour summaries of hours first..last (inclusive) that are whole: hour → monitor id → rollup."""
