@@ -485,6 +485,12 @@ async def bench_one(n: int, args: argparse.Namespace, conn: str, farm_url: str, 
             for s in (whole, check, pre, post):
                 print(s.line(), flush=True)
             print(f"  {label}: {describe_outcomes(summary)}; load average {loadavg()}", flush=True)
+            if t == 0 and args.settle_seconds:
+                # the cold tick wrote every state row; a run re-reads rows written within CLOCK_SKEW of its previous
+                # read (shared/storage/state.py), so a tick right after a change wave is not a steady tick
+                print(f"  waiting {args.settle_seconds:g} s: state rows older than the state read's clock-skew "
+                      "margin, as between steady ticks", flush=True)
+                await asyncio.sleep(args.settle_seconds)
             if summary.checked != n:
                 print(f"  WARNING: {summary.checked} of {n} monitors checked", flush=True)
         bare_runs.append(await bare_run(len(bare_runs) + 1))
@@ -594,6 +600,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=500, help="CHECK_CONCURRENCY and the bare loop's limit")
     p.add_argument("--delay-ms", type=float, default=100, help="farm response delay")
     p.add_argument("--ticks", type=int, default=2, help="steady ticks after the cold one")
+    p.add_argument("--settle-seconds", type=float, default=31.0,
+                   help="wait after the cold tick (> shared/storage/state.py CLOCK_SKEW), 0: none")
     p.add_argument("--connection-string", help="use this storage instead of starting Azurite; "
                    "ALL ITS TABLES AND QUEUES ARE DELETED before each N")
     p.add_argument("--farm-workers", type=int, default=1, help="farm processes sharing the port (SO_REUSEPORT)")

@@ -45,7 +45,7 @@ def _state_row(monitor_id: str, entity: dict[str, Any]) -> StateRow:
 
 
 FULL_EVERY = timedelta(minutes=10)
-CLOCK_SKEW = timedelta(minutes=2)  # between this machine's clock and the service's Timestamps, at most
+CLOCK_SKEW = timedelta(seconds=30)  # between this machine's clock and the service's Timestamps, at most (NTP: < 1 s)
 
 
 class StateTable(StoreBase):
