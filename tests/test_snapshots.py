@@ -497,3 +497,35 @@ def test_openapi_documents_every_route_of_the_public_blueprint(settings):
     assert routes <= set(doc["paths"]), routes - set(doc["paths"])
     assert doc["components"]["schemas"]["AlertRule"]["properties"]["metric"]["enum"] == snapshots.metric_names()
     assert doc["paths"]["/api/status-page"]["get"]["security"] == []
+
+
+async def test_a_snapshot_explanation_is_stored_compressed_and_old_rows_stay_readable(settings):
+    import json as _json
+    from datetime import UTC as _UTC
+    from datetime import datetime as _dt
+
+    from shared.snapshots.views import snapshot_of
+    from shared.storage import Store as _Store
+    from shared.storage import entity_size
+
+    members = [{"id": f"{n:032x}", "name": f"site {n}", "checks": 60, "up": 60, "percent": 100.0} for n in range(2000)]
+    body = _json.dumps({"views": {"website": {"monitors": members}}, "metrics": {"uptime_24h": 100.0}})
+    async with _Store.open(settings) as store:
+        at = _dt(2026, 11, 30, 12, tzinfo=_UTC)
+        key = await store.save_snapshot(at, {"uptime_24h": 100.0}, body)
+        row = await store.get_snapshot(key)
+        assert row is not None and snapshot_of(row)["views"]["website"]["monitors"] == members
+        assert entity_size(row) < len(body) * 2 / 10  # a tenth of the UTF-16 text it used to be
+        older = _dt(2026, 11, 30, 11, tzinfo=_UTC)  # as the version before compression stored it
+        client = await store.table("snapshots")
+        text = _json.dumps({"metrics": {"uptime_24h": 99.5}, "note": "x" * 20000})
+        await client.create_entity({"PartitionKey": "202611", "RowKey": store_key(older), "taken_at": older,
+                                    "body_parts": 2, "body_0": text[:16000], "body_1": text[16000:]})
+        old = await store.get_snapshot(store_key(older))
+        assert old is not None and snapshot_of(old)["note"] == "x" * 20000
+
+
+def store_key(at):
+    from shared.storage import inverted
+
+    return inverted(at)

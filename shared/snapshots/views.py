@@ -17,6 +17,7 @@ from shared.manage.monitors import kinds
 from shared.snapshots.build import display_name, iso
 from shared.snapshots.metrics import metric_catalog, metric_names, unknown_metric
 from shared.storage.keys import snapshot_column
+from shared.storage.snapshots import snapshot_body
 
 if TYPE_CHECKING:
     from shared.storage import Store
@@ -31,9 +32,8 @@ def _utcnow() -> datetime:
 
 def snapshot_of(entity: dict[str, Any]) -> dict[str, Any]:
     """A stored snapshot row back to the snapshot (its explanation JSON)."""
-    parts = int(entity.get("body_parts") or 0)
-    body = "".join(entity.get(f"body_{n}") or "" for n in range(parts))
     try:
+        body = snapshot_body(entity)
         snapshot = json.loads(body) if body else {}
     except ValueError:
         snapshot = {}

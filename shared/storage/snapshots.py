@@ -2,13 +2,15 @@
 
 Snapshots: one row per stored snapshot, newest first in month partitions. Each metric is its own column
 (`m_{metric}`), so a time series reads only the columns it needs; the explanation (the whole snapshot as JSON) is
-split over `body_{n}` columns of at most SNAPSHOT_CHUNK characters. The latest snapshot's key is in `meta` row
-"_snapshot". Alert rules: definitions only (their evaluation state is in `state`, partition "alert_rule").
+zlib-compressed over `bodyz_{n}` binary columns (rows stored before compression: `body_{n}` text columns, still
+read). The latest snapshot's key is in `meta` row "_snapshot". Alert rules: definitions only (their evaluation
+state is in `state`, partition "alert_rule").
 """
 
 from __future__ import annotations
 
 import contextlib
+import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +24,19 @@ from shared.storage.limits import check_entity
 from shared.storage.meta import MetaTable
 
 SNAPSHOT_META = "_snapshot"  # meta row: the latest stored snapshot's key and time
-SNAPSHOT_CHUNK = 16_000  # characters per body_{n} column: even all-astral text stays under 64 KiB of UTF-16
+SNAPSHOT_CHUNK = 16_000  # characters per body_{n} column (snapshots stored before compression): under 64 KiB of UTF-16
+SNAPSHOT_ZCHUNK = 60_000  # bytes per bodyz_{n} column: the zlib-compressed UTF-8 explanation
+
+
+def snapshot_body(entity: dict[str, Any]) -> str:
+    """A stored snapshot's explanation JSON (compressed, or as older versions stored it: text columns)."""
+    parts = int(entity.get("body_parts") or 0)
+    if entity.get("body_encoding") == "zlib":
+        try:
+            return zlib.decompress(b"".join(bytes(entity.get(f"bodyz_{n}") or b"") for n in range(parts))).decode()
+        except zlib.error as error:
+            raise ValueError(f"snapshot body: {error}") from None
+    return "".join(entity.get(f"body_{n}") or "" for n in range(parts))
 
 
 class SnapshotsTable(MetaTable):
@@ -34,9 +48,11 @@ class SnapshotsTable(MetaTable):
         entity: dict[str, Any] = {"PartitionKey": keys.snapshot_pk(taken_at), "RowKey": key, "taken_at": taken_at,
                                   **fields, **{keys.snapshot_column(k): float(v) for k, v in metrics.items()
                                                if v is not None}}
-        chunks = [body[i:i + SNAPSHOT_CHUNK] for i in range(0, len(body), SNAPSHOT_CHUNK)] or [""]
+        packed = zlib.compress(body.encode(), 6)  # member lists repeat their keys: a tenth of the UTF-16 text
+        chunks = [packed[i:i + SNAPSHOT_ZCHUNK] for i in range(0, len(packed), SNAPSHOT_ZCHUNK)] or [b""]
         entity["body_parts"] = len(chunks)
-        entity.update({f"body_{n}": chunk for n, chunk in enumerate(chunks)})
+        entity["body_encoding"] = "zlib"
+        entity.update({f"bodyz_{n}": chunk for n, chunk in enumerate(chunks)})
         client = await self.table("snapshots")
         await client.create_entity(check_entity(entity))
         await self.set_kind_meta(SNAPSHOT_META, latest_key=key, latest_at=taken_at)
