@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.storage import keys
 from shared.storage.blocks import COMPACTION_META
+from shared.storage.blockset import latency, slot_of, template
 from shared.storage.packing import MAINTENANCE, Entry, best, rebuild
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ class Everyone:
 
     tallies: dict[str, Tally]
     newest: dict[str, Entry]
+    bulk: bool = True  # False: read one monitor after another (the window reaches hours from before blocks)
 
     def tally(self, monitor_id: str) -> Tally:
         return self.tallies.get(monitor_id) or Tally()
@@ -208,15 +210,14 @@ async def everyone(store: Store, since: datetime, ids: list[str]) -> Everyone:
         for mid, rollup in summaries[hour].items():
             if mid in out:
                 out[mid].add_rollup(rollup)
-    entries = await store.block_entries(tail_from, datetime.now(UTC) + timedelta(hours=1))
-    per: dict[str, list[Entry]] = {}
-    for entry in best(entries).values():
-        if entry.slot >= tail_from and entry.monitor_id in out:
-            per.setdefault(entry.monitor_id, []).append(entry)
-    newest = {}
-    for mid, mine in per.items():
-        out[mid].add(tally_of_entries(mine))
-        newest[mid] = max(mine, key=lambda e: e.slot)
+    found = await store.block_set(tail_from, datetime.now(UTC) + _HOUR, since=tail_from)
+    accs, last = found.tallies()
+    for mid, a in accs.items():
+        if mid in out:
+            out[mid].add(Tally(int(a[0]), int(a[1]), int(a[2]), a[4], int(a[5]), a[6] if a[5] else None,
+                               a[7] if a[5] else None, int(a[3])))
+    newest = {mid: Entry(mid, slot_of(block, i), block.dt[i], latency(block, i), block.code[i], template(block, i))
+              for mid, (_, block, i) in last.items()}
     return Everyone(out, newest)
 
 
@@ -224,7 +225,7 @@ async def _one_by_one(store: Store, since: datetime, ids: list[str], rolled_unti
     from shared.aio import gather_bounded
 
     found = await gather_bounded(ids, lambda i: tally_since(store, i, since, rolled_until), 16)
-    return Everyone(dict(zip(ids, found, strict=True)), {})
+    return Everyone(dict(zip(ids, found, strict=True)), {}, bulk=False)
 
 
 async def latest_result(store: Store, monitor_id: str, known: Everyone | None = None) -> dict[str, Any] | None:

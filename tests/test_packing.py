@@ -5,8 +5,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.storage.packing import (MAX_ENTRIES, MAX_TEMPLATES_CHARS, ROW, BlockBuilder, Entry, block_entries, best,
-                                    fold_fields, summary_fields, summary_rollups, template_of, unfold)
+from shared.storage.packing import (
+    MAX_ENTRIES,
+    MAX_TEMPLATES_CHARS,
+    ROW,
+    BlockBuilder,
+    Entry,
+    best,
+    block_entries,
+    fold_fields,
+    summary_fields,
+    summary_rollups,
+    template_of,
+    unfold,
+)
 
 HOUR = datetime(2026, 12, 1, 10, tzinfo=UTC)
 MID = "0123456789abcdef0123456789abcdef"
@@ -25,27 +37,33 @@ def test_a_fold_row_rebuilds_every_check_field_for_field():
     fields = {"outcome": "up", "latency_ms": None, "checked_at": None, "trigger": "timer", "status": "UP",
               "status_code": 200, "cert_expires_at": datetime(2027, 2, 1, 12, tzinfo=UTC)}
     template = template_of(fields)
-    entries = [Entry(MID, HOUR + timedelta(minutes=n, microseconds=n), 1234 + n, 100.1 + n, 0, template)
-               for n in range(60)]
-    (part,) = fold_fields(HOUR, entries)
-    assert "lt" in part  # every latency is in tenths of a millisecond: four bytes each
+    assert template is not None
+    checks = [(n * 60_000_000 + n, 1234 + n, 100.1 + n, template) for n in range(60)]
+    (part,) = fold_fields(HOUR, checks)
+    assert part["fold_v"] == 0  # every latency is in tenths of a millisecond: four bytes each
+    assert len(part["fold"]) < 60 * 8  # an hour of a one-minute monitor: a few hundred bytes
     items = unfold(MID, part)
-    assert [i["ts"] for i in items] == sorted((e.slot for e in entries), reverse=True)
-    newest = items[0]
-    assert newest == {"monitor_id": MID, "ts": entries[-1].slot, "outcome": "up", "latency_ms": 159.1,
-                      "checked_at": entries[-1].slot + timedelta(microseconds=1293), "trigger": "timer",
-                      "status": "UP", "status_code": 200, "cert_expires_at": datetime(2027, 2, 1, 12, tzinfo=UTC)}
-    odd = [Entry(MID, HOUR, 0, 100.123, 0, template), Entry(MID, HOUR + timedelta(seconds=1), 0, None, 0, template)]
+    assert [i["ts"] for i in items] == sorted((HOUR + timedelta(microseconds=c[0]) for c in checks), reverse=True)
+    last = HOUR + timedelta(minutes=59, microseconds=59)
+    assert items[0] == {"monitor_id": MID, "ts": last, "outcome": "up", "latency_ms": 159.1,
+                        "checked_at": last + timedelta(microseconds=1293), "trigger": "timer", "status": "UP",
+                        "status_code": 200, "cert_expires_at": datetime(2027, 2, 1, 12, tzinfo=UTC)}
+    odd = [(0, 0, 100.123, template), (1_000_000, 0, None, template)]
     (exact,) = fold_fields(HOUR, odd)
-    assert "lf" in exact and [i.get("latency_ms") for i in unfold(MID, exact)] == [None, 100.123]
+    assert exact["fold_v"] == 1 and [i.get("latency_ms") for i in unfold(MID, exact)] == [None, 100.123]
 
 
 def test_many_checks_in_an_hour_split_into_rows_within_the_limits():
     template = template_of({"outcome": "up", "checked_at": None})
-    entries = [Entry(MID, HOUR + timedelta(seconds=n), 0, None, 0, template) for n in range(MAX_ENTRIES + 5)]
-    parts = fold_fields(HOUR, entries)
+    assert template is not None
+    parts = fold_fields(HOUR, [(n * 1_000_000, 0, None, template) for n in range(MAX_ENTRIES + 5)])
     assert [p["fold_n"] for p in parts] == [MAX_ENTRIES, 5]
-    assert all(len(p["slot"]) <= 64 * 1024 for p in parts)
+    many = [(n, 0, 1.0, template_of({"outcome": "up", "reading": "x" * 900 + str(n)}) or "") for n in range(200)]
+    parts = fold_fields(HOUR, many)  # a template per check, 900 characters each: the rows split by size
+    assert len(parts) >= 3 and sum(p["fold_n"] for p in parts) == 200
+    assert all(len(p["fold"]) <= 64 * 1024 for p in parts)
+    assert sorted(i["ts"] for p in parts for i in unfold(MID, p)) == [HOUR + timedelta(microseconds=n)
+                                                                        for n in range(200)]
 
 
 def test_a_block_that_cannot_take_another_template_says_so():

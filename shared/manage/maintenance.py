@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from monitors import KINDS
 from shared.storage import keys
-from shared.storage.packing import Entry, best, fold_fields
+from shared.storage.blockset import BlockSet, latency, template
+from shared.storage.packing import Check, Entry, best, fold_fields, slot_us
 from shared.uptime import ROLLUP_META, entry_of_row, tally_of_entries
 
 if TYPE_CHECKING:
@@ -45,26 +46,61 @@ async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 
     legacy = await _legacy_rows(store, start, legacy_end) if start < legacy_end else {}
     written = folded = 0
     monitors: set[str] = set()
+    legacy = {h: rows for h, rows in legacy.items() if start <= h < end}
+    for h in list(legacy) + ([] if blocks_since is None else [blocks_since]):
+        legacy.setdefault(h, [])  # the hours of the switch: merged whole, rows and blocks
     hour = start
     while hour < end:
-        entries = await store.block_entries(hour, hour)
-        entries += legacy.get(hour, [])
-        per: dict[str, list[Entry]] = {}
-        for entry in best(entries).values():
-            per.setdefault(entry.monitor_id, []).append(entry)
-        rollups = {mid: tally_of_entries(mine).as_rollup() for mid, mine in per.items()}
-        folds = [(mid, hour, fold_fields(hour, steady)) for mid, mine in per.items()
-                 if (steady := [e for e in mine if e.template is not None])]
+        if hour in legacy:  # an hour written partly before blocks: rows and blocks merged, as entries
+            rollups, folds = _from_entries(hour, await store.block_entries(hour, hour) + legacy[hour])
+        else:
+            rollups, folds = _from_blocks(hour, await store.block_set(hour, hour))
         await store.write_folds(folds)
         await store.write_rollup_rows([store.rollup_entity(mid, hour, agg) for mid, agg in rollups.items()])
         await store.write_summary(hour, rollups)
         await store.set_kind_meta(ROLLUP_META, rolled_until=hour + _HOUR)
         written += len(rollups)
         folded += sum(len(parts) for _, _, parts in folds)
-        monitors |= set(per)
+        monitors |= set(rollups)
         hour += _HOUR
     return {"from": start.isoformat(), "to": end.isoformat(), "hours": int((end - start) / _HOUR),
             "monitors": len(monitors), "rollups": written, "fold_rows": folded}
+
+
+Folds = list[tuple[str, datetime, list[dict[str, Any]]]]
+
+
+def _from_blocks(hour: datetime, found: BlockSet) -> tuple[dict[str, dict[str, Any]], Folds]:
+    """Per monitor: the rollup of all its checks of the hour, and the fold row of its steady ones."""
+    accs, _ = found.tallies()
+    rollups = {mid: {"count": int(a[0]), "up": int(a[1]), "degraded": int(a[2]), "latency_sum": a[4],
+                     "latency_count": int(a[5]), "latency_min": a[6] if a[5] else 0.0,
+                     "latency_max": a[7] if a[5] else 0.0, "maintenance": int(a[3])} for mid, a in accs.items()}
+    folds = []
+    for mid, mine in found.per_monitor().items():
+        steady: list[Check] = []
+        for block, i in mine:
+            text = template(block, i)
+            if text is not None:
+                steady.append((block.hour_us - hour_us(hour) + block.slot[i], block.dt[i], latency(block, i), text))
+        if steady:
+            folds.append((mid, hour, fold_fields(hour, steady)))
+    return rollups, folds
+
+
+def _from_entries(hour: datetime, entries: list[Entry]) -> tuple[dict[str, dict[str, Any]], Folds]:
+    per: dict[str, list[Entry]] = {}
+    for entry in best(entries).values():
+        per.setdefault(entry.monitor_id, []).append(entry)
+    rollups = {mid: tally_of_entries(mine).as_rollup() for mid, mine in per.items()}
+    folds = [(mid, hour, fold_fields(hour, [(slot_us(hour, e.slot), e.dt_us, e.latency, e.template)
+                                            for e in mine if e.template is not None]))
+             for mid, mine in per.items() if any(e.template is not None for e in mine)]
+    return rollups, folds
+
+
+def hour_us(hour: datetime) -> int:
+    return (hour - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 async def _legacy_rows(store: Store, start: datetime, end: datetime) -> dict[datetime, list[Entry]]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from shared.storage import keys
+from shared.storage.blockset import BlockSet
 from shared.storage.limits import check_entity
 from shared.storage.meta import MetaTable
 from shared.storage.packing import Entry, block_entries
@@ -52,6 +53,12 @@ class BlocksTable(MetaTable):
             params["rlo"], params["rhi"] = keys.block_shard_bounds(keys.block_shard(monitor_id))
         entities = await self.query("blocks", flt, params)
         return list(_entries(entities, monitor_id))
+
+    async def block_set(self, first_hour: datetime, last_hour: datetime, since: datetime | None = None) -> BlockSet:
+        """Every monitor's checks in the blocks of first_hour..last_hour, as columns (shared/storage/blockset.py)."""
+        entities = await self.query("blocks", "PartitionKey ge @lo and PartitionKey le @hi",
+                                    {"lo": keys.block_pk(first_hour), "hi": keys.block_pk(last_hour)})
+        return BlockSet(entities, since)
 
     async def oldest_block_hour(self) -> datetime | None:
         entities = await self.query("blocks", "PartitionKey ge @lo", {"lo": "0"}, limit=1, select=["PartitionKey"])

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 OUTCOMES = ("up", "degraded", "down", "error")
@@ -233,45 +235,73 @@ def block_entries(entity: dict[str, Any], monitor_id: str | None = None) -> Iter
 # ----------------------------------------------------------------------------------------------- fold rows
 
 
-def fold_fields(hour: datetime, entries: list[Entry]) -> list[dict[str, Any]]:
-    """The properties of one monitor's fold row(s) for an hour (entries: steady checks of that hour, any order);
-    several rows when more checks than one entity holds."""
-    entries = sorted(entries, key=lambda e: e.slot)
-    out = []
-    for start in range(0, len(entries), MAX_ENTRIES):
-        part = entries[start:start + MAX_ENTRIES]
+FOLD_BYTES = 60_000  # a fold row's packed checks before compression: within one binary property even if incompressible
+Check = tuple[int, int, float | None, str]  # (slot µs in its hour, checked_at − slot µs, latency, template)
+
+
+def fold_fields(hour: datetime, checks: list[Check]) -> list[dict[str, Any]]:
+    """The properties of one monitor's fold row(s) for an hour (its steady checks, any order): the columns —
+    slot deltas, checked_at − slot, latency, template index — and the templates, zlib-compressed in one binary
+    property (an hour of a one-minute monitor: a few hundred bytes). Several rows when they do not fit one."""
+    checks = sorted(checks, key=lambda c: c[0])
+    out, start = [], 0
+    while start < len(checks):
         texts: dict[str, int] = {}
-        tp = [texts.setdefault(e.template or "{}", len(texts)) for e in part]
-        lats = [e.latency for e in part]
-        tenths = all(v is None or (abs(v) < 2e8 and round(v * 10) / 10 == v) for v in lats)
-        fields: dict[str, Any] = {
-            "ts": hour, "fold_n": len(part),
-            "slot": _bytes(array("I", [_offset(hour, e.slot) for e in part])),
-            "dt": _bytes(array("i", [e.dt_us for e in part])),
-            "tpls": json.dumps(list(texts), separators=(",", ":"))}
-        if tenths:
-            fields["lt"] = _bytes(array("i", [-_INT32 if v is None else round(v * 10) for v in lats]))
-        else:
-            fields["lf"] = _bytes(array("d", [math.nan if v is None else v for v in lats]))
-        fields["tp"] = _bytes(array("B" if len(texts) <= 255 else "H", tp))
-        fields["tpw"] = 1 if len(texts) <= 255 else 2
-        out.append(fields)
+        size, end = 0, start
+        while end < len(checks) and end - start < MAX_ENTRIES:
+            text = checks[end][3]
+            cost = 18 + (len(text.encode()) + 3 if text not in texts else 0)
+            if size + cost > FOLD_BYTES and end > start:
+                break
+            texts.setdefault(text, len(texts))
+            size += cost
+            end += 1
+        out.append(_fold_part(hour, checks[start:end], texts))
+        start = end
     return out
+
+
+def _fold_part(hour: datetime, part: list[Check], texts: dict[str, int]) -> dict[str, Any]:
+    lats = [c[2] for c in part]
+    tenths = all(v is None or (abs(v) < 2e8 and round(v * 10) / 10 == v) for v in lats)
+    previous, deltas = 0, array("I")
+    for c in part:
+        deltas.append(c[0] - previous)
+        previous = c[0]
+    lat = array("i", [-_INT32 if v is None else round(v * 10) for v in lats]) if tenths \
+        else array("d", [math.nan if v is None else v for v in lats])
+    wide = len(texts) > 255
+    payload = b"".join([_bytes(deltas), _bytes(array("i", [c[1] for c in part])), _bytes(lat),
+                        _bytes(array("H" if wide else "B", [texts[c[3]] for c in part])),
+                        json.dumps(list(texts), separators=(",", ":")).encode()])
+    return {"ts": hour, "fold_n": len(part), "fold_v": (0 if tenths else 1) | (2 if wide else 0),
+            "fold": zlib.compress(payload, 6)}
 
 
 def unfold(monitor_id: str, entity: dict[str, Any]) -> list[dict[str, Any]]:
     """The result rows a fold row stands for, newest first."""
     hour: datetime = entity["ts"]
     hour = datetime(hour.year, hour.month, hour.day, hour.hour, tzinfo=UTC)
-    slots, dts = _column("I", entity.get("slot")), _column("i", entity.get("dt"))
-    if "lt" in entity:
-        lats: list[float | None] = [None if v == -_INT32 else v / 10 for v in _column("i", entity["lt"])]
-    else:
-        lats = [None if math.isnan(v) else v for v in _column("d", entity.get("lf"))]
-    tps = _column("B" if entity.get("tpw", 1) == 1 else "H", entity.get("tp"))
-    templates = Templates(json.loads(entity.get("tpls") or "[]"))
+    n, flags = int(entity["fold_n"]), int(entity.get("fold_v", 0))
+    payload = zlib.decompress(bytes(entity["fold"]))
+    lat_size, tp_size = (8 if flags & 1 else 4), (2 if flags & 2 else 1)
+    at = 0
+
+    def take(code: str, size: int) -> array:
+        nonlocal at
+        column = _column(code, payload[at:at + n * size])
+        at += n * size
+        return column
+
+    slots = list(accumulate(take("I", 4)))
+    dts = take("i", 4)
+    raw = take("d" if flags & 1 else "i", lat_size)
+    lats: list[float | None] = [None if math.isnan(v) else v for v in raw] if flags & 1 \
+        else [None if v == -_INT32 else v / 10 for v in raw]
+    tps = take("H" if flags & 2 else "B", tp_size)
+    templates = Templates(json.loads(payload[at:].decode() or "[]"))
     items = [rebuild(monitor_id, hour + timedelta(microseconds=slots[i]), dts[i], lats[i], templates.get(tps[i]))
-             for i in range(len(slots))]
+             for i in range(n)]
     items.reverse()
     return items
 
