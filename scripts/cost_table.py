@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Print the monthly cost table of docs/DEPLOY.md (markdown) for N website monitors checked every interval.
 
-    python scripts/cost_table.py --requests-per-check 0.03            # the table in docs/DEPLOY.md
-    python scripts/cost_table.py --requests-per-check 0.03 --concurrency 500 --memory-mb 512
+    python scripts/cost_table.py --requests-per-check 0.0007 --requests-per-minute 19    # as in docs/DEPLOY.md
+    python scripts/cost_table.py --requests-per-check 0.0007 --concurrency 500 --memory-mb 512
 
---requests-per-check is the "storage req/check" of a steady tick that bench/website_bench.py prints (every Table
-Storage request of a tick, fixed ones included, divided by the checks). Everything else is an assumption with a
+--requests-per-check and --requests-per-minute split what bench/steady_bench.py measures (every Table Storage request
+of every timer over a 30-minute window) into a part that grows with the checks and a fixed part; the bytes are its
+billed entity sizes per table. Everything else is an assumption with a
 flag; the defaults match infra/main.bicep's defaults. Prices are list prices (East US, USD, pay-as-you-go, LRS)
 from the pages in PRICES; pass --price-* to use others. No network: nothing here is looked up at run time.
 """
@@ -89,12 +90,18 @@ def table(args: argparse.Namespace) -> str:
         gb_s = memory_gb * tick_seconds * ticks + memory_gb * args.maintenance_seconds * (HOURS_PER_MONTH + 30)
         add("gbs", "Flex Consumption: execution time",
             max(0.0, gb_s - p["flex_free_gb_s"]) * p["flex_gb_s"], f"{count(gb_s)} GB-s, {tick_seconds:g} s/tick")
-        transactions = checks * args.requests_per_check
+        transactions = checks * args.requests_per_check + HOURS_PER_MONTH * 60 * args.requests_per_minute
         add("tx", "Table storage: transactions", transactions / 1e4 * p["table_transactions_10k"], count(transactions))
-        results_gb = n * (86400 / args.interval_seconds) * args.result_retention_days * args.result_bytes / 1e9
-        rollups_gb = n * 24 * args.rollup_retention_days * args.rollup_bytes / 1e9
-        add("cap", "Table storage: capacity (steady state)", (results_gb + rollups_gb) * p["table_gb_month"],
-            f"{results_gb + rollups_gb:,.1f} GB")
+        per_day = n * 86400 / args.interval_seconds                          # checks a day
+        kept_days = args.result_retention_days
+        results_gb = per_day * kept_days * args.result_bytes / 1e9                 # rows and fold rows
+        rollups_gb = n * 24 * args.rollup_retention_days * args.rollup_bytes / 1e9  # one per monitor and hour
+        blocks_gb = per_day * args.block_hours / 24 * args.block_bytes / 1e9        # until a day after compaction
+        fixed_gb = (args.snapshots_per_day * args.snapshot_bytes
+                    + timer_runs / (HOURS_PER_MONTH / 24) * args.tick_record_bytes) * kept_days / 1e9
+        capacity = results_gb + rollups_gb + blocks_gb + fixed_gb
+        add("cap", "Table storage: capacity (steady state)", capacity * p["table_gb_month"],
+            f"{capacity:,.1f} GB")
         polls = args.queues * HOURS_PER_MONTH * 3600 / args.queue_poll_seconds
         add("queue", "Queue storage: operations (host polling)", polls / 1e4 * p["queue_operations_10k"],
             count(polls))
@@ -114,13 +121,17 @@ def table(args: argparse.Namespace) -> str:
     out = ["| " + " | ".join(row) + " |" for row in rows]
     out.append("")
     out.extend(f"Warning: {line}." for line in late)
-    out.append(f"Inputs: {args.requests_per_check:g} storage requests per check; one check per monitor every "
+    out.append(f"Inputs: {args.requests_per_check:g} storage requests per check + {args.requests_per_minute:g} a "
+               "minute; one check per monitor every "
                f"{args.interval_seconds:g} s; {args.memory_mb} MB instance ({args.vcpus:g} vCPU); "
                f"{args.concurrency} checks in flight; {args.check_seconds:g} s per check; "
                f"{args.cpu_ms_per_check:g} ms CPU per check; {args.tick_overhead_seconds:g} s fixed storage work "
                "per tick; "
-               f"result entity {args.result_bytes} B kept {args.result_retention_days} d, rollup entity "
-               f"{args.rollup_bytes} B kept {args.rollup_retention_days} d; {args.kind_timers} per-minute kind timers; "
+               f"results {args.result_bytes:g} B per check kept "
+               f"{args.result_retention_days} d, blocks {args.block_bytes:g} B per check kept {args.block_hours:g} h, "
+               f"rollups {args.rollup_bytes} B per monitor and hour kept {args.rollup_retention_days} d, "
+               f"{args.snapshots_per_day:g} snapshots of {args.snapshot_bytes:,} B and {args.tick_record_bytes} B per "
+               f"timer run kept {args.result_retention_days} d; {args.kind_timers} per-minute kind timers; "
                f"{args.log_bytes_per_timer_run} B of telemetry per timer run + {args.sdk_log_bytes_per_request} B per "
                f"storage request (Azure SDK HTTP logging). Month = {HOURS_PER_MONTH} h.")
     return "\n".join(out)
@@ -144,10 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tick-overhead-seconds", type=float, default=1.0, help="load monitors/states, write results")
     ap.add_argument("--maintenance-seconds", type=float, default=5.0, help="one hourly rollup or daily purge run")
     ap.add_argument("--kind-timers", type=int, default=3, help="per-minute timers (one per check type)")
-    ap.add_argument("--result-bytes", type=int, default=300)
+    ap.add_argument("--requests-per-minute", type=float, default=0.0,
+                    help="fixed Table Storage requests a minute, whatever N (empty kind timers, the tick's own reads, "
+                         "snapshots, the compaction; bench/steady_bench.py)")
+    ap.add_argument("--result-bytes", type=float, default=10.0,
+                    help="billed bytes per check in `results` (fold rows, rows of changes and failures)")
     ap.add_argument("--result-retention-days", type=int, default=90, help="RESULT_RETENTION_DAYS")
-    ap.add_argument("--rollup-bytes", type=int, default=250)
+    ap.add_argument("--block-bytes", type=float, default=42.0, help="billed bytes per check in `blocks`")
+    ap.add_argument("--block-hours", type=float, default=26.0,
+                    help="hours a block is kept: the compaction's lag plus the day the purge keeps")
+    ap.add_argument("--rollup-bytes", type=int, default=572, help="billed bytes of one hourly rollup entity")
     ap.add_argument("--rollup-retention-days", type=int, default=400, help="ROLLUP_RETENTION_DAYS")
+    ap.add_argument("--snapshot-bytes", type=int, default=75_000, help="billed bytes of one snapshot")
+    ap.add_argument("--snapshots-per-day", type=float, default=96, help="one every 15 minutes")
+    ap.add_argument("--tick-record-bytes", type=int, default=502, help="billed bytes of one timer run's tick record")
     ap.add_argument("--queues", type=int, default=2, help="queues the host polls (events + poison)")
     ap.add_argument("--queue-poll-seconds", type=float, default=2.0, help="host.json queues.maxPollingInterval")
     ap.add_argument("--blob-ops-per-timer-run", type=float, default=4.0, help="lock acquire/release, status read/write")
@@ -159,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.vcpus is None:
         args.vcpus = {512: 0.25, 2048: 1.0, 4096: 2.0}.get(args.memory_mb, args.memory_mb / 2048)
-    if args.requests_per_check < 0 or args.concurrency < 1 or args.interval_seconds <= 0:
-        ap.error("--requests-per-check must be >= 0, --concurrency >= 1, --interval-seconds > 0")
+    if min(args.requests_per_check, args.requests_per_minute) < 0 or args.concurrency < 1 or args.interval_seconds <= 0:
+        ap.error("--requests-per-check and --requests-per-minute must be >= 0, --concurrency >= 1, "
+                 "--interval-seconds > 0")
     print(table(args))
     return 0
 
