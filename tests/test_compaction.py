@@ -91,6 +91,10 @@ async def _count(store: Store, table: str) -> int:
 
 
 async def test_answers_are_identical_before_and_after_compaction(settings):
+    """One recorded week (recording it is most of this test's time), compacted, then purged: the answers stay the
+    same at each step; every-monitor readers count what one-by-one counts; the purge keeps the last day's blocks."""
+    from shared import uptime
+
     now = datetime.now(UTC).replace(second=30, microsecond=0)
     start = hour_floor(now) - timedelta(days=7)
     async with Store.open(settings) as store:
@@ -104,56 +108,41 @@ async def test_answers_are_identical_before_and_after_compaction(settings):
         assert done["fold_rows"] > 0
         rolled_until, _ = await store.compaction_marks()
         assert rolled_until == hour_floor(now - timedelta(minutes=11))
+        await _bulk_counts_what_one_by_one_counts(store, ids, now, uptime)
+
+        blocks = await _count(store, "blocks")
+        purged = await manage.purge(store, settings, now=now)
+        assert 0 < purged["blocks"] < blocks  # the last day's blocks stay a day; older ones go
+        left = await store.query("blocks", "PartitionKey ne ''", select=["PartitionKey"])
+        assert min(e["PartitionKey"] for e in left) >= (rolled_until - timedelta(days=1)).strftime("%Y%m%d%H")
+        assert await _answers(store, ids, now) == before
+
         await store.purge_blocks(rolled_until)  # what the daily purge does a day later: fold rows answer alone
         after = await _answers(store, ids, now)
-
         for key in before:
             assert after[key] == before[key], key
         rows_after = await _count(store, "results")
         assert rows_after > rows_before  # fold rows were added next to the rows of failures and changes
         assert rows_after < checks / 6  # … yet the week is a few hundred entities, not one per check
-        uptime = before[f"{ids[0]}/uptime/7d"]
-        assert 0 < uptime["uptime_percent"] < 100 and uptime["checks"] > 1900
+        found = before[f"{ids[0]}/uptime/7d"]
+        assert 0 < found["uptime_percent"] < 100 and found["checks"] > 1900
 
         again = await manage.rollup(store, now=now)  # nothing new to compact: a second run changes nothing
         assert again["hours"] == 0
         assert await _answers(store, ids, now) == after
 
 
-async def test_every_monitor_at_once_counts_what_one_by_one_counts(settings):
+async def _bulk_counts_what_one_by_one_counts(store: Store, ids: list[str], now: datetime, uptime: Any) -> None:
     """Snapshots, Prometheus and digests read every monitor's tally from hour summaries and the blocks since the
     watermark; it is the per-monitor answer, to the check."""
-    from shared import uptime
-
-    now = datetime.now(UTC).replace(second=30, microsecond=0)
-    start = hour_floor(now) - timedelta(days=7)
-    async with Store.open(settings) as store:
-        ids, _ = await _record_week(store, start)
-        await manage.rollup(store, now=now)
-        since = hour_floor(now) - timedelta(hours=30)  # whole hours: both count rollups from the same hour
-        rolled_until = await uptime.watermark(store)
-        bulk = await uptime.everyone(store, since, ids)
-        assert bulk.bulk  # read from summaries and blocks, not one monitor after another
-        for mid in ids:
-            one = await uptime.tally_since(store, mid, since, rolled_until)
-            assert bulk.tally(mid).as_rollup() == pytest.approx(one.as_rollup(), rel=1e-12), mid  # sums, any order
-            assert await uptime.latest_result(store, mid, bulk) == (await store.query_results(mid, limit=1))[0]
-
-
-async def test_purge_deletes_blocks_a_day_after_compaction_and_keeps_answers(settings):
-    now = datetime.now(UTC).replace(second=30, microsecond=0)
-    start = hour_floor(now) - timedelta(days=7)
-    async with Store.open(settings) as store:
-        ids, _ = await _record_week(store, start)
-        await manage.rollup(store, now=now)
-        before = await history.results(store, ids[2], limit=1000)
-        blocks = await _count(store, "blocks")
-        done = await manage.purge(store, settings, now=now)
-        assert 0 < done["blocks"] < blocks  # the last day's blocks stay a day; older ones go
-        rolled_until, _ = await store.compaction_marks()
-        left = await store.query("blocks", "PartitionKey ne ''", select=["PartitionKey"])
-        assert min(e["PartitionKey"] for e in left) >= (rolled_until - timedelta(days=1)).strftime("%Y%m%d%H")
-        assert await history.results(store, ids[2], limit=1000) == before
+    since = hour_floor(now) - timedelta(hours=30)  # whole hours: both count rollups from the same hour
+    rolled_until = await uptime.watermark(store)
+    bulk = await uptime.everyone(store, since, ids)
+    assert bulk.bulk  # read from summaries and blocks, not one monitor after another
+    for mid in ids:
+        one = await uptime.tally_since(store, mid, since, rolled_until)
+        assert bulk.tally(mid).as_rollup() == pytest.approx(one.as_rollup(), rel=1e-12), mid  # sums, any order
+        assert await uptime.latest_result(store, mid, bulk) == (await store.query_results(mid, limit=1))[0]
 
 
 def test_the_compaction_waits_longer_than_any_run_can_last():
