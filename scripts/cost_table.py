@@ -6,8 +6,8 @@
 
 --requests-per-check and --requests-per-minute split what bench/steady_bench.py measures (every Table Storage request
 of every timer over a 30-minute window) into a part that grows with the checks and a fixed part; the bytes are its
-billed entity sizes per table. Everything else is an assumption with a
-flag; the defaults match infra/main.bicep's defaults. Prices are list prices (East US, USD, pay-as-you-go, LRS)
+billed entity sizes per table. Everything else is an assumption with a flag; the defaults match infra/main.bicep's
+defaults. Prices are list prices (East US, USD, pay-as-you-go, LRS)
 from the pages in PRICES; pass --price-* to use others. No network: nothing here is looked up at run time.
 """
 

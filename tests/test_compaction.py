@@ -15,7 +15,7 @@ import pytest
 
 from monitors import parse_spec, to_entity_spec
 from monitors.contract import CheckResult
-from shared import manage
+from shared import manage, uptime
 from shared.engine.run import TickSummary
 from shared.engine.settle import Outcome
 from shared.engine.writer import ResultWriter
@@ -93,8 +93,6 @@ async def _count(store: Store, table: str) -> int:
 async def test_answers_are_identical_before_and_after_compaction(settings):
     """One recorded week (recording it is most of this test's time), compacted, then purged: the answers stay the
     same at each step; every-monitor readers count what one-by-one counts; the purge keeps the last day's blocks."""
-    from shared import uptime
-
     now = datetime.now(UTC).replace(second=30, microsecond=0)
     start = hour_floor(now) - timedelta(days=7)
     async with Store.open(settings) as store:
@@ -108,7 +106,7 @@ async def test_answers_are_identical_before_and_after_compaction(settings):
         assert done["fold_rows"] > 0
         rolled_until, _ = await store.compaction_marks()
         assert rolled_until == hour_floor(now - timedelta(minutes=11))
-        await _bulk_counts_what_one_by_one_counts(store, ids, now, uptime)
+        await _bulk_counts_what_one_by_one_counts(store, ids, now)
 
         blocks = await _count(store, "blocks")
         purged = await manage.purge(store, settings, now=now)
@@ -132,7 +130,7 @@ async def test_answers_are_identical_before_and_after_compaction(settings):
         assert await _answers(store, ids, now) == after
 
 
-async def _bulk_counts_what_one_by_one_counts(store: Store, ids: list[str], now: datetime, uptime: Any) -> None:
+async def _bulk_counts_what_one_by_one_counts(store: Store, ids: list[str], now: datetime) -> None:
     """Snapshots, Prometheus and digests read every monitor's tally from hour summaries and the blocks since the
     watermark; it is the per-monitor answer, to the check."""
     since = hour_floor(now) - timedelta(hours=30)  # whole hours: both count rollups from the same hour
