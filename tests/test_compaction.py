@@ -143,6 +143,44 @@ async def _bulk_counts_what_one_by_one_counts(store: Store, ids: list[str], now:
         assert await uptime.latest_result(store, mid, bulk) == (await store.query_results(mid, limit=1))[0]
 
 
+async def _steady_tick(store: Store, ids: list[str], slot: datetime) -> None:
+    writer = ResultWriter(store, TickSummary("website", "timer", slot), slot)
+    for mid in ids:
+        result = CheckResult("up", 12.0, None, {"status_code": 200}, slot)
+        writer.add(Outcome(mid, "m", slot, result, status="up", checked_at=slot, steady=True), "timer")
+    await writer.close()
+
+
+async def test_a_new_install_reads_every_monitor_at_once_before_its_first_compaction(settings):
+    """With no row from before blocks (a new install), snapshots, Prometheus and digests read everyone in bulk from
+    the first tick on, not one monitor after another until the first compaction."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    async with Store.open(settings) as store:
+        await _steady_tick(store, ids, now - timedelta(minutes=1))
+        await _steady_tick(store, ids, now)
+        found = await uptime.everyone(store, now - timedelta(hours=24), ids)
+        assert found.bulk
+        assert [found.tally(mid).checks for mid in ids] == [2] * 5
+
+
+async def test_rows_from_before_blocks_still_count_until_the_first_compaction(settings):
+    """An install upgraded from the version before blocks, not compacted yet: its old rows count, read monitor by
+    monitor."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    old = now - timedelta(hours=3)
+    async with Store.open(settings) as store:
+        await store.write_results([store.result_entity(ids[0], old, {"outcome": "down", "checked_at": old,
+                                                                     "trigger": "timer", "status": "down"})])
+        await _steady_tick(store, ids, now - timedelta(minutes=1))
+        await _steady_tick(store, ids, now)
+        found = await uptime.everyone(store, now - timedelta(hours=24), ids)
+        assert not found.bulk
+        assert (found.tally(ids[0]).checks, found.tally(ids[0]).up) == (3, 2)
+        assert [found.tally(mid).checks for mid in ids[1:]] == [2, 2]
+
+
 def test_the_compaction_waits_longer_than_any_run_can_last():
     """An hour is compacted only once no invocation that started in it can still be writing: the lag is longer
     than host.json's functionTimeout, and the timer fires after the lag."""

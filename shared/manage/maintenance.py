@@ -33,7 +33,8 @@ async def rollup(store: Store, now: datetime | None = None, horizon_days: int = 
     Hours from before blocks existed (the version before; `blocks_since` marks the first hour with blocks) are rolled
     up from their rows, as that version did; the first run reaches back to the raw-result retention horizon."""
     now = now or datetime.now(UTC)
-    rolled_until, blocks_since = await store.compaction_marks()
+    rolled_until, _ = await store.compaction_marks()
+    blocks_since = await store.blocks_since()
     end = keys.hour_floor(now - COMPACT_LAG)
     start = keys.hour_floor(rolled_until or end - timedelta(days=horizon_days))
     if start >= end:

@@ -127,7 +127,8 @@ async def live_states(store: Store) -> list[dict[str, Any]]:
         data = row.data if row else {}
         out.append({"id": entity["RowKey"], "name": display_name(entity, data), "kind": entity.get("kind"),
                     "enabled": entity.get("enabled", True), "status": (row.status if row else "") or "PENDING",
-                    "since": data.get("since"), "entity": entity, "state": data})
+                    "since": data.get("since"), "entity": entity, "state": data,
+                    "checked": row is not None})  # no state row: never settled a check, so no result either
     return out
 
 

@@ -19,6 +19,7 @@ from shared.storage.meta import MetaTable
 from shared.storage.packing import Entry, block_entries
 
 COMPACTION_META = "_rollup"  # meta row: `rolled_until` (hours before it are compacted), `blocks_since`
+BLOCKS_FROM_THE_START = datetime(2000, 1, 1, tzinfo=UTC)  # `blocks_since` of an install with no row from before blocks
 
 
 class BlocksTable(MetaTable):
@@ -38,9 +39,18 @@ class BlocksTable(MetaTable):
         return meta.get("rolled_until"), since
 
     async def blocks_since(self) -> datetime | None:
-        """`blocks_since` (see compaction_marks), read once per process after it is set."""
+        """`blocks_since` (see compaction_marks), read once per process after it is set. Unset, and `results` holds
+        no row at all (a new install, or every older row expired), nothing predates blocks: it is set to
+        BLOCKS_FROM_THE_START, so readers never fall back to one read per monitor for rows that do not exist."""
         known = BlocksTable._blocks_since.get(self._tables.url)
-        return known if known is not None else (await self.compaction_marks())[1]
+        if known is not None:
+            return known
+        since = (await self.compaction_marks())[1]
+        if since is None and not await self.query("results", "PartitionKey ge @lo", {"lo": ""}, limit=1,
+                                                   select=["PartitionKey"]):
+            await self.set_kind_meta(COMPACTION_META, blocks_since=BLOCKS_FROM_THE_START)
+            since = BlocksTable._blocks_since[self._tables.url] = BLOCKS_FROM_THE_START
+        return since
 
     async def block_entries(self, first_hour: datetime, last_hour: datetime,
                             monitor_id: str | None = None) -> list[Entry]:

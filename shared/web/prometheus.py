@@ -111,12 +111,16 @@ def vocabulary(kind: str, current: str | None = None) -> list[str]:
     return [*statuses, current] if current and current not in statuses else statuses
 
 
+async def _latest(store: Store, m: dict[str, Any], known: uptimes.Everyone) -> dict[str, Any] | None:
+    return await uptimes.latest_result(store, m["id"], known) if m["checked"] else None  # never checked: no read
+
+
 async def prometheus_text(store: Store) -> str:
     from shared.rules.service import list_rules
 
     monitors, snap, rules = await asyncio.gather(live_states(store), latest_snapshot(store), list_rules(store))
     known = await uptimes.everyone(store, datetime.now(UTC) - UPTIME_WINDOW, [m["id"] for m in monitors])
-    latest = await gather_bounded(monitors, lambda m: uptimes.latest_result(store, m["id"], known))
+    latest = await gather_bounded(monitors, lambda m: _latest(store, m, known))
     current = [(known.tally(m["id"]), row) for m, row in zip(monitors, latest, strict=True)]
     out = Exposition()
     counts: dict[tuple[str, str], int] = {(kind, status): 0 for kind in KINDS for status in vocabulary(kind)}
