@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     # A timer run starts no new check after this many seconds (host.json's functionTimeout is 10 minutes); what
     # it did not reach is recorded as "not checked" and waits for its next slot.
     tick_budget_seconds: int = Field(240, alias="TICK_BUDGET_SECONDS", ge=10, le=540)
+    # Scale-out (docs/ARCHITECTURE.md "Fan-out"): a timer tick with at least FANOUT_THRESHOLD due monitors hands
+    # them to the CHECKS_QUEUE in batches of FANOUT_BATCH_SIZE, checked by the queue worker on as many instances
+    # as the platform scales to; below it (and with 0) the tick checks them itself.
+    fanout_threshold: int = Field(2000, alias="FANOUT_THRESHOLD", ge=0)
+    fanout_batch_size: int = Field(100, alias="FANOUT_BATCH_SIZE", ge=1, le=500)
+    checks_queue: str = Field("monitor-checks", alias="CHECKS_QUEUE", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    # Locations (docs/LOCATIONS.md): this app's name among the deployment's CHECK_LOCATIONS (comma-separated, the
+    # same in every region). Empty: one location, as before.
+    check_location: str | None = Field(None, alias="CHECK_LOCATION", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    check_locations: str | None = Field(None, alias="CHECK_LOCATIONS")
     # Networks checks may reach although they are not public (loopback, private, link-local, …): comma-separated
     # CIDRs; empty = public addresses only (shared/outbound/guard.py).
     outbound_allow_cidrs: str | None = Field(None, alias="OUTBOUND_ALLOW_CIDRS")
@@ -166,6 +176,25 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
         return value
 
+    @field_validator("check_locations")
+    @classmethod
+    def _locations(cls, value: str | None) -> str | None:
+        import re
+
+        for part in (value or "").split(","):
+            if part.strip() and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", part.strip()):
+                raise ValueError(f"{part.strip()!r} is not a location name (lowercase letters, digits and '-', "
+                                 "e.g. westeurope)")
+        return value
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        """Every location of the deployment (CHECK_LOCATIONS, with CHECK_LOCATION among them); () with one."""
+        named = [p.strip() for p in (self.check_locations or "").split(",") if p.strip()]
+        if self.check_location and self.check_location not in named:
+            named.append(self.check_location)
+        return tuple(sorted(set(named))) if len(set(named)) > 1 else ()
+
     @model_validator(mode="after")
     def _storage_and_smtp(self) -> Settings:
         if not (self.storage_connection or self.storage_account_name or self.storage_table_uri):
@@ -177,6 +206,8 @@ class Settings(BaseSettings):
             raise ValueError("AzureWebJobsStorage__queueServiceUri: required with AzureWebJobsStorage__tableServiceUri")
         if self.email_enabled and not self.smtp_host:
             raise ValueError("SMTP_HOST: required while GLOBAL_EMAIL_NOTIFICATIONS_ENABLED is true")
+        if self.check_locations and not self.check_location and len(self.locations) > 1:
+            raise ValueError("CHECK_LOCATION: required with several CHECK_LOCATIONS (which one is this app?)")
         if bool(self.smtp_username) != bool(self.smtp_password):
             raise ValueError("SMTP_USERNAME and SMTP_PASSWORD: set both or neither")
         from shared import secrets

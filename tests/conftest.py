@@ -86,6 +86,7 @@ BASE_ENV = {
     # Checker errors are told one by one, at once, unless a test turns grouping on (tests/test_storm.py): the
     # grouped notice waits ERROR_GROUP_SECONDS for the others of its cause.
     "ERROR_GROUP_SECONDS": "0",
+    "CHECKS_QUEUE": "monitor-checks",  # the host resolves the queue worker's %CHECKS_QUEUE% from the environment
 }
 
 

@@ -68,6 +68,7 @@ class TickSummary:
     events: int = 0
     paused: bool = False
     storage_requests: int = 0
+    dispatched: int = 0  # messages handed to the checks queue (a fanned-out tick checks nothing itself)
     outcomes: list[Outcome] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)  # due, but not started before the tick's budget ran out
 
@@ -76,7 +77,7 @@ class TickSummary:
         return {"trigger": self.trigger, "due_at": self.due_at or self.started_at, "started_at": self.started_at,
                 "finished_at": finished, "duration_ms": round((finished - self.started_at).total_seconds() * 1000),
                 "monitors": self.monitors, "checked": self.checked, "errors": self.errors, "events": self.events,
-                "paused": self.paused, "storage_requests": self.storage_requests,
+                "paused": self.paused, "storage_requests": self.storage_requests, "dispatched": self.dispatched,
                 "not_checked": len(self.not_checked)}
 
 
@@ -247,7 +248,7 @@ _gc_pauses = 0
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector for a run. A run allocates a few objects per monitor, nearly all
     freed by reference counting; with thousands of monitors alive the collector's generation-2 passes cost
     ~0.25 ms CPU per check (measured by bench/website_bench.py). Nested or concurrent runs share the pause;
@@ -268,15 +269,16 @@ async def run_kind(store: Store, settings: Settings, kind: str, *, trigger: str 
                    now: datetime | None = None, due_at: datetime | None = None) -> TickSummary:
     """One cycle of a kind. trigger="timer" runs what is due (and honours pause); "manual" runs every
     enabled monitor of the kind now."""
-    with _gc_paused():
+    with gc_paused():
         return await _run_kind(store, settings, kind_of(kind), trigger=trigger, now=now, due_at=due_at)
 
 
 async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigger: str,
                     now: datetime | None, due_at: datetime | None) -> TickSummary:
+    from shared.engine import fanout
+
     now = now or _utcnow()
-    clock = time.perf_counter()
-    started = time.monotonic()
+    clock, started = time.perf_counter(), time.monotonic()
     requests_before = store.request_count
     summary = TickSummary(kind.name, trigger, started_at=now, due_at=due_at)
     meta, versions = await store.kind_meta_and_defs(kind.name)
@@ -290,7 +292,7 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
         outbox = await _sweep_deleted(store, kind.name, {e["RowKey"] for e in stored}, states, outbox)
         orphans = [row for row in outbox if row.written_at is None or row.written_at <= now - OUTBOX_GRACE]
         if orphans:
-            summary.events += await publish(store, orphans)  # left over from a crashed cycle
+            summary.events += await publish(store, orphans)  # left over from a crashed cycle (or queue worker)
         configs, broken = load_configs(entities)
         summary.monitors = len(entities)
         summary.errors += len(broken)
@@ -300,24 +302,40 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
             due = due_monitors(configs, states, window_start, now)
         else:
             due = [(cfg, now) for cfg in configs]
-        stop_at = started + settings.tick_budget_seconds
-        holds = await Holds.load(store, kind.name, states, versions.get("windows") or "-")
-        await process(store, settings, kind, due, states, trigger, summary, stop_at, holds)
-        if summary.not_checked:
-            log.error("%s tick: %d due monitors not checked: the tick's budget (TICK_BUDGET_SECONDS=%d) ran out",
-                      kind.name, len(summary.not_checked), settings.tick_budget_seconds)
+        if fanout.wanted(settings, len(due), trigger):
+            summary.dispatched = await fanout.dispatch(store, settings, kind.name, now, due)
+        else:
+            await check_due(store, settings, kind, due, states, trigger, summary, versions, started)
+    await finish(store, kind, summary, clock, requests_before, last_tick_at=now if trigger == "timer" else None)
+    return summary
+
+
+async def check_due(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
+                    states: dict[str, StateRow], trigger: str, summary: TickSummary, versions: dict[str, Any],
+                    started: float | None = None) -> None:
+    """Check and settle `due` within the tick's budget (TICK_BUDGET_SECONDS from `started`, default now)."""
+    stop_at = (started if started is not None else time.monotonic()) + settings.tick_budget_seconds
+    holds = await Holds.load(store, kind.name, states, versions.get("windows") or "-")
+    await process(store, settings, kind, due, states, trigger, summary, stop_at, holds)
+    if summary.not_checked:
+        log.error("%s %s: %d due monitors not checked: the budget (TICK_BUDGET_SECONDS=%d) ran out", kind.name,
+                  trigger, len(summary.not_checked), settings.tick_budget_seconds)
+
+
+async def finish(store: Store, kind: Kind[Any], summary: TickSummary, clock: float, requests_before: int,
+                 last_tick_at: datetime | None = None) -> None:
+    """Record a run (the ticks table) and, for a timer tick, move the kind's window on; then log it."""
     summary.finished_at = summary.started_at + timedelta(seconds=time.perf_counter() - clock)
     summary.storage_requests = store.request_count - requests_before
     try:
         await store.record_tick(kind.name, summary.record())
-        if trigger == "timer":
-            await store.set_kind_meta(kind.name, last_tick_at=now, last_finished_at=summary.finished_at)
+        if last_tick_at is not None:
+            await store.set_kind_meta(kind.name, last_tick_at=last_tick_at, last_finished_at=summary.finished_at)
     except Exception:
         log.exception("could not record the %s tick", kind.name)
-    log.info("%s %s tick: %d due of %d, %d errors, %d events, %d ms, %d storage requests", kind.name, trigger,
-             summary.checked, summary.monitors, summary.errors, summary.events,
+    log.info("%s %s run: %d due of %d, %d dispatched, %d errors, %d events, %d ms, %d storage requests", kind.name,
+             summary.trigger, summary.checked, summary.monitors, summary.dispatched, summary.errors, summary.events,
              (summary.finished_at - summary.started_at).total_seconds() * 1000, summary.storage_requests)
-    return summary
 
 
 async def _sweep_deleted(store: Store, kind: str, known: set[str], states: dict[str, StateRow],

@@ -123,6 +123,17 @@ class EventsTable(StoreBase):
             await self.ensure_queues()
             await queue.send_message(compact_json(message), visibility_timeout=delay_seconds)
 
+    async def send_check_batch(self, queue_name: str, text: str) -> None:
+        """One message of a fanned-out tick (shared/engine/fanout.py) on the checks queue, created if missing."""
+        queue = self.queue(queue_name)
+        try:
+            await queue.send_message(text)
+        except ResourceNotFoundError:
+            for name in (queue_name, f"{queue_name}-poison"):
+                with contextlib.suppress(ResourceExistsError):
+                    await self._queues.create_queue(name)
+            await queue.send_message(text)
+
     async def ensure_queues(self) -> None:
         for name in (EVENTS_QUEUE, POISON_QUEUE):
             with contextlib.suppress(ResourceExistsError):
