@@ -16,7 +16,7 @@ from monitors.contract import CheckResult, Evaluation, Outcome  # noqa: F401 - r
 # an older version): they are dropped on read; on write they are refused (extra="forbid"), naming the field.
 STORED = {"stored": True}  # validation context of a stored definition: limits added later do not refuse it
 UPDOWN_FIELDS = ("failure_threshold", "success_threshold", "breaker_failures", "breaker_interval_seconds",
-                 "hide_url")
+                 "hide_url", "locations", "quorum")
 # Periods are whole minutes: the timers tick once a minute, so 90 s could only be kept as 60 s, 120 s, 60 s, …
 WholeMinutes = Annotated[int, Field(ge=60, le=3600, json_schema_extra={"multipleOf": 60})]
 
@@ -111,11 +111,27 @@ class UpDownPolicy(MonitorBase):
     breaker_interval_seconds: int = Field(300, ge=60, le=86400, json_schema_extra={"multipleOf": 60},
                                           description="…check at most this often (whole minutes) until a success.")
     hide_url: bool = Field(False, description="On the public status page, show the monitor but not its URL.")
+    locations: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]] | None = Field(
+        None, min_length=1, max_length=16, description="The locations (CHECK_LOCATIONS) that check it; empty = all.")
+    quorum: int | None = Field(None, ge=1, le=16, description="DOWN when at least this many of its locations are "
+                               "down in their latest checks; fewer is a regional issue. Default: all but two, at "
+                               "least one.")
 
     @field_validator("breaker_interval_seconds")
     @classmethod
     def _breaker_interval(cls, value: int, info: ValidationInfo) -> int:
         return whole_minutes(value, info) or value
+
+    @field_validator("locations")
+    @classmethod
+    def _locations(cls, value: list[str] | None) -> list[str] | None:
+        return sorted(set(value)) if value else None
+
+    @model_validator(mode="after")
+    def _quorum(self) -> UpDownPolicy:
+        if self.quorum and self.locations and self.quorum > len(self.locations):
+            raise ValueError(f"quorum: {self.quorum} is more than its {len(self.locations)} locations")
+        return self
 
 
 # ------------------------------------------------------------------------------------------ schedule

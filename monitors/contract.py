@@ -199,6 +199,15 @@ class Kind(Generic[C]):
     unique_means: ClassVar[str | None] = None  # what the 409 says the other monitor does (default "uses this <field>")
     metrics: ClassVar[dict[str, str]] = {}  # Prometheus families this kind adds: name → help
     email_templates: ClassVar[dict[EventType, str]] = {}  # event type → template name (monitors/templates)
+    # With several CHECK_LOCATIONS (shared/engine/located.py): the status a monitor has while some of its locations
+    # are down but fewer than its quorum (a regional issue); None: the kind is checked from the first location only.
+    regional_status: ClassVar[str | None] = None
+
+    def quorum_config(self, cfg: C) -> C:
+        """The config the combined verdict of several locations is evaluated with (regional_status set): each
+        location's own results were already judged by `evaluate` with `cfg` (its thresholds), so the verdict
+        should not be held back a second time."""
+        return cfg
 
     # -- checking ---------------------------------------------------------------------------------------
 

@@ -166,6 +166,10 @@ class UpDownKind(Kind[U]):
     """A kind with an up/down target: the shared up/down policy, its circuit breaker and its statuses."""
 
     statuses = Vocabulary(UpDown, {"UP": healthy(), "DEGRADED": warning("Degraded", 30), "DOWN": red("Down", 100)})
+    regional_status = "DEGRADED"
+
+    def quorum_config(self, cfg: U) -> U:
+        return cfg.model_copy(update={"failure_threshold": 1, "success_threshold": 1})
 
     def evaluate(self, cfg: U, prev: dict[str, Any], result: CheckResult, now: datetime) -> Evaluation:
         return evaluate_updown(cfg, self.name, prev, result, now)

@@ -20,6 +20,9 @@ class EventType(StrEnum):
     # checker problems: go to the operator, never to a monitor's audience
     MONITOR_ERROR = "MONITOR_ERROR"
     MONITOR_ERROR_CLEARED = "MONITOR_ERROR_CLEARED"
+    # several locations: some (fewer than the monitor's quorum) see it down, and when none do any more
+    REGIONAL_ISSUE = "REGIONAL_ISSUE"
+    REGIONAL_ISSUE_CLEARED = "REGIONAL_ISSUE_CLEARED"
     # delivery problems, for the operator: an event not delivered in DELIVERY_MAX_AGE_HOURS (or that crashed the
     # delivery function), a recipient the mail server refuses for good, a channel refusing everything
     DELIVERY_FAILED = "DELIVERY_FAILED"
@@ -71,6 +74,7 @@ class DeliveryStatus(StrEnum):
 
 # Who is told: the monitor's recipients ("audience") or the operator (ADMIN_EMAIL_RECIPIENTS); None = nobody.
 OPERATOR_TYPES = {EventType.MONITOR_ERROR, EventType.MONITOR_ERROR_CLEARED, EventType.DELIVERY_FAILED,
+                  EventType.REGIONAL_ISSUE, EventType.REGIONAL_ISSUE_CLEARED,
                   EventType.RECIPIENT_REFUSED, EventType.CHANNEL_FAILING}
 NOTICE_TYPES = {EventType.DELIVERY_FAILED, EventType.RECIPIENT_REFUSED, EventType.CHANNEL_FAILING}
 SILENT_TYPES = {EventType.MONITOR_STARTED, EventType.MONITOR_COMPLETED}

@@ -149,9 +149,27 @@ async def tail_entries(store: Store, monitor_id: str, tail_from: datetime) -> li
     return [e for e in best(entries).values() if e.slot >= tail_from]
 
 
+def series(monitor_id: str) -> list[str]:
+    """Every id a monitor's checks are stored under: its own, and with several CHECK_LOCATIONS one per location
+    (keys.series_id); uptime counts every location's checks."""
+    from shared.settings import get_settings
+
+    return keys.series_ids(monitor_id, get_settings().locations)
+
+
 async def tallies(store: Store, monitor_id: str, since: datetime, rolled_until: datetime | None,
                   bucket: Callable[[datetime], Hashable] = lambda _: None) -> dict[Hashable, Tally]:
-    """Tallies of one monitor since `since`, per `bucket(hour or result time)` (default: one bucket, None)."""
+    """Tallies of one monitor since `since` (every location's checks), per `bucket(hour or result time)`
+    (default: one bucket, None)."""
+    out: dict[Hashable, Tally] = {}
+    for sid in series(monitor_id):
+        for key, tally in (await _tallies_of(store, sid, since, rolled_until, bucket)).items():
+            out.setdefault(key, Tally()).add(tally)
+    return out
+
+
+async def _tallies_of(store: Store, monitor_id: str, since: datetime, rolled_until: datetime | None,
+                      bucket: Callable[[datetime], Hashable]) -> dict[Hashable, Tally]:
     out: dict[Hashable, Tally] = {}
     tail_from = since
     if rolled_until and rolled_until > since:
@@ -177,6 +195,11 @@ async def tally_since(store: Store, monitor_id: str, since: datetime, rolled_unt
     return (await tallies(store, monitor_id, since, rolled_until)).get(None) or Tally()
 
 
+async def tally_of_series(store: Store, series_id: str, since: datetime, rolled_until: datetime | None) -> Tally:
+    """One location's checks of a monitor (keys.series_id)."""
+    return (await _tallies_of(store, series_id, since, rolled_until, lambda _: None)).get(None) or Tally()
+
+
 # ------------------------------------------------------------------------------------------- every monitor
 
 @dataclass
@@ -194,7 +217,23 @@ class Everyone:
 async def everyone(store: Store, since: datetime, ids: list[str]) -> Everyone:
     """The tallies of many monitors at once, in O(what changed): the rollups from the hour summaries (each read
     once per process: they never change) and one pass over the blocks since the watermark. Falls back to one read
-    per monitor while the window reaches hours from before blocks (the first day after the upgrade)."""
+    per monitor while the window reaches hours from before blocks (the first day after the upgrade). With several
+    locations a monitor's tally counts every location's checks, and its newest check is the newest of them."""
+    by_series = {sid: mid for mid in ids for sid in series(mid)}
+    if len(by_series) == len(ids):
+        return await _everyone(store, since, ids)
+    found = await _everyone(store, since, list(by_series))
+    out = Everyone({mid: Tally() for mid in ids}, {}, found.bulk)
+    for sid, tally in found.tallies.items():
+        out.tallies[by_series[sid]].add(tally)
+    for sid, entry in found.newest.items():
+        known = out.newest.get(by_series[sid])
+        if known is None or entry.slot > known.slot:
+            out.newest[by_series[sid]] = entry
+    return out
+
+
+async def _everyone(store: Store, since: datetime, ids: list[str]) -> Everyone:
     rolled_until = await watermark(store)
     tail_from = max(since, rolled_until) if rolled_until else since
     hours = []
@@ -228,6 +267,16 @@ async def _one_by_one(store: Store, since: datetime, ids: list[str], rolled_unti
     return Everyone(dict(zip(ids, found, strict=True)), {}, bulk=False)
 
 
+async def results_of(store: Store, monitor_id: str, limit: int,
+                     before: datetime | None = None) -> list[dict[str, Any]]:
+    """A monitor's results, newest first: with several locations every location's, merged."""
+    ids = series(monitor_id)
+    if len(ids) == 1:
+        return await store.query_results(monitor_id, limit=limit, before=before)
+    rows = [row for sid in ids for row in await store.query_results(sid, limit=limit, before=before)]
+    return sorted(rows, key=lambda r: (r["ts"], r.get("location") or ""), reverse=True)[:limit]
+
+
 async def latest_result(store: Store, monitor_id: str, known: Everyone | None = None) -> dict[str, Any] | None:
     """A monitor's newest result: rebuilt from the tail when it is a folded steady check, else read."""
     entry = known.newest.get(monitor_id) if known else None
@@ -235,5 +284,5 @@ async def latest_result(store: Store, monitor_id: str, known: Everyone | None = 
         from shared.storage.results import template_fields
 
         return rebuild(monitor_id, entry.slot, entry.dt_us, entry.latency, template_fields(entry.template))
-    rows = await store.query_results(monitor_id, limit=1)
-    return rows[0] if rows else None
+    rows = [row for sid in series(monitor_id) for row in await store.query_results(sid, limit=1)]
+    return max(rows, key=lambda r: (r["ts"], r.get("checked_at") or r["ts"])) if rows else None

@@ -25,7 +25,8 @@ import trustme
 KEYWORD = "All systems operational"
 PAGE = f"<html><head><title>Status</title></head><body><h1>{KEYWORD}</h1><p>build 4711</p></body></html>"
 
-_SETTABLE = {"status", "body", "content_type", "delay", "fail_next", "fail_status", "redirect", "headers"}
+_SETTABLE = {"status", "body", "content_type", "delay", "fail_next", "fail_status", "redirect", "headers",
+             "down_for"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,6 +83,7 @@ class Target:
     fail_next     answer the next N requests with `fail_status` (500), then behave normally again
     redirect      None, "once" (302 to /landed, which answers normally) or "loop" (/a → /b → /a → …)
     headers       extra response headers
+    down_for      locations (the `location/<name>` a check's User-Agent carries) answered with `fail_status`
     """
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
@@ -107,6 +109,8 @@ class Target:
             self.fail_status = 500
             self.redirect: str | None = None
             self.headers: dict[str, str] = {}
+            self.down_for: set[str] = set()
+            self.agents: list[str] = []
             self.paths = []
 
     def set(self, **behaviour: Any) -> Target:
@@ -139,11 +143,13 @@ class Target:
 
     def _serve(self, handler: BaseHTTPRequestHandler, send_body: bool) -> None:
         path = handler.path.split("?")[0]
+        agent = handler.headers.get("User-Agent") or ""
         with self._lock:
             self.paths.append(path)
+            self.agents.append(agent)
             delay = self.delay
-            failing = self.fail_next > 0
-            if failing:
+            failing = self.fail_next > 0 or any(f"location/{loc}" in agent.split() for loc in self.down_for)
+            if self.fail_next > 0:
                 self.fail_next -= 1
             status, body, ctype = self.status, self.body, self.content_type
             redirect, extra = self.redirect, dict(self.headers)

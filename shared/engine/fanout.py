@@ -125,6 +125,7 @@ async def _run_batch(store: Store, settings: Settings, text: str, now: datetime 
     import time
 
     from monitors import KINDS
+    from shared.engine.located import Where
     from shared.engine.run import TickSummary, check_due, finish, load_configs, log
 
     kind_name, tick, slots = decode(text)
@@ -149,6 +150,7 @@ async def _run_batch(store: Store, settings: Settings, text: str, now: datetime 
         configs, broken = load_configs(entities)
         summary.errors += len(broken)
         due = [(cfg, slots[cfg.id or ""]) for cfg in configs]
-        await check_due(store, settings, kind, due, states, "queue", summary, versions, started)
+        await check_due(store, settings, kind, due, states, "queue", summary, versions, started,
+                        Where.of(settings, meta, now))
     await finish(store, kind, summary, clock, requests_before)
     return summary

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from monitors import from_entity, kind_of
 from monitors.contract import CHECK_DEADLINE, CheckResult
+from shared.engine.located import where_now
 from shared.engine.run import TickSummary, process
 from shared.engine.settle import Outcome
+from shared.storage.keys import series_id
 
 if TYPE_CHECKING:
     from monitors.base import MonitorBase
@@ -68,10 +70,12 @@ async def _run_once(store: Store, settings: Settings, monitor_id: str) -> Outcom
     if etag is None:  # another instance is checking it right now: its result is ours
         return await _result_of_other_run(store, cfg, lease_name)
     try:
-        row = await store.get_state(kind.name, monitor_id)
         now = _utcnow()
+        where = await where_now(store, settings, kind.name, now)
+        ids = [monitor_id] if where is None else [monitor_id, series_id(monitor_id, where.here)]
+        states = {i: row for i in ids if (row := await store.get_state(kind.name, i)) is not None}
         summary = TickSummary(kind.name, "manual", started_at=now)
-        await process(store, settings, kind, [(cfg, now)], {monitor_id: row} if row else {}, "manual", summary)
+        await process(store, settings, kind, [(cfg, now)], states, "manual", summary, where=where)
         return summary.outcomes[0]
     finally:
         await asyncio.shield(store.release_lease(lease_name, etag))

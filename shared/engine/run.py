@@ -32,10 +32,12 @@ from monitors import KINDS, from_entity, kind_of
 from monitors.contract import CheckContext, CheckResult
 from shared.engine.due import due_monitors
 from shared.engine.gate import Hold, Holds
+from shared.engine.located import Where, series_of, settle_located
 from shared.engine.outbox import publish
 from shared.engine.settle import Outcome, evaluate, settle, unchanged
 from shared.engine.writer import ResultWriter
 from shared.secrets import scrub, scrub_obj
+from shared.storage import keys
 from shared.text import clip
 
 if TYPE_CHECKING:
@@ -106,23 +108,25 @@ async def check_context(settings: Settings, store: Store | None) -> AsyncIterato
     """What the checks of one run share: the guarded and the trusted HTTP session, the settings and a read-only
     port to the app's storage (none without a store)."""
     from shared.outbound.guard import Guard
-    from shared.outbound.http import sessions
+    from shared.outbound.http import sessions, user_agent
 
     guard = Guard.from_settings(settings)
-    async with sessions(settings.check_concurrency, guard) as (guarded, trusted):
+    agent = user_agent(settings.check_location if settings.locations else None)
+    async with sessions(settings.check_concurrency, guard, agent) as (guarded, trusted):
         port: Any = AppStoragePort(store) if store is not None else None
         yield CheckContext(guarded, trusted, settings, port, settings.check_concurrency, guard)
 
 
 async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
                    states: dict[str, StateRow], trigger: str, summary: TickSummary,
-                   stop_at: float | None = None, holds: Holds | None = None) -> None:
+                   stop_at: float | None = None, holds: Holds | None = None, where: Where | None = None) -> None:
     """Check, then settle each result as it comes: its state and events are committed and published at once, its
     result row goes out in the next batch — a slow or hanging target delays nobody else's alert. Whether a
     check's alerts are held is decided at its slot (maintenance windows, parents' states: `holds`, read here
-    when not given)."""
+    when not given). With several locations (`where`) a kind they cover is settled by shared/engine/located.py."""
     if holds is None:
         holds = await Holds.load(store, kind.name, states)
+    located = where if where is not None and where.covers(kind) else None
     slots = {cfg.id or "": slot for cfg, slot in due}
     order = {cfg.id or "": n for n, (cfg, _) in enumerate(due)}
     writer = ResultWriter(store, summary, summary.started_at)
@@ -130,13 +134,15 @@ async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[t
     settling: set[asyncio.Task[None]] = set()
     spawned: list[asyncio.Task[None]] = []
 
-    async def commit(cfg: MonitorBase, slot: datetime, result: CheckResult, evaluation: Evaluation,
+    async def commit(cfg: MonitorBase, slot: datetime, result: CheckResult, evaluation: Evaluation | None,
                      held: list[Held], hold: Hold) -> None:
         checked_at = result.checked_at or slot
         async with gate:
             try:
-                outcome, rows = await settle(store, kind, cfg, states.get(cfg.id or ""), result, slot, checked_at,
-                                             evaluation, held, hold)
+                outcome, rows = await (settle_located(store, kind, cfg, located, states, result, slot, checked_at,
+                                                      hold) if located is not None else
+                                       settle(store, kind, cfg, states.get(cfg.id or ""), result, slot, checked_at,
+                                              evaluation, held, hold))
             except Exception as error:
                 log.exception("could not store the state of monitor %s", cfg.id)
                 summary.errors += 1
@@ -161,7 +167,9 @@ async def process(store: Store, settings: Settings, kind: Kind[Any], due: list[t
         task.add_done_callback(settling.discard)
 
     def decide(cfg: MonitorBase, slot: datetime, result: CheckResult, hold: Hold) -> None:
-        decided = _decide(kind, cfg, states.get(cfg.id or ""), result, slot, summary, hold)
+        # several locations: both of its rows are compared in the commit (which writes nothing when steady)
+        decided: Outcome | tuple[Evaluation | None, list[Held]] = (None, []) if located is not None else \
+            _decide(kind, cfg, states.get(cfg.id or ""), result, slot, summary, hold)
         if isinstance(decided, Outcome):
             decided.maintenance = hold.occurrence.window_id if hold.occurrence else None
             _done(decided)
@@ -282,55 +290,70 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
     requests_before = store.request_count
     summary = TickSummary(kind.name, trigger, started_at=now, due_at=due_at)
     meta, versions = await store.kind_meta_and_defs(kind.name)
+    located: Where | None = None
     if trigger == "timer" and meta.get("paused"):
         summary.paused = True
     else:
         # a version that was never stamped reads as "-" (kept too: the first write of that table stamps one)
+        where = Where.of(settings, meta, now)
+        if where is not None and not where.covers(kind) and not where.primary:
+            return summary  # a kind checked from one place: the first location's
         stored = await store.engine_monitors(kind.name, versions.get("monitors") or "-")
         entities = [e for e in stored if e.get("enabled", True)]
         states, outbox = await store.engine_states(kind.name)
-        outbox = await _sweep_deleted(store, kind.name, {e["RowKey"] for e in stored}, states, outbox)
+        known = {e["RowKey"] for e in stored}
+        if where is not None:
+            known |= {sid for mid in list(known) for sid in series_of(mid, where.everywhere)}
+        outbox = await _sweep_deleted(store, kind.name, known, states, outbox)
         orphans = [row for row in outbox if row.written_at is None or row.written_at <= now - OUTBOX_GRACE]
         if orphans:
             summary.events += await publish(store, orphans)  # left over from a crashed cycle (or queue worker)
         configs, broken = load_configs(entities)
         summary.monitors = len(entities)
         summary.errors += len(broken)
+        located = where if where is not None and where.covers(kind) else None
+        if located is not None:  # this location's monitors, due by their own (this location's) state
+            configs = [cfg for cfg in configs if located.checks(cfg)]
         if trigger == "timer":
-            last = meta.get("last_tick_at")
+            last = (meta.get("locations", {}).get(located.here, {}) if located else meta).get("last_tick_at")
             window_start = max(last, now - MAX_CATCH_UP) if last else now - FIRST_WINDOW
-            due = due_monitors(configs, states, window_start, now)
+            own = states if located is None else {cfg.id or "": states[sid] for cfg in configs
+                                                  if (sid := keys.series_id(cfg.id or "", located.here)) in states}
+            due = due_monitors(configs, own, window_start, now)
         else:
             due = [(cfg, now) for cfg in configs]
         if fanout.wanted(settings, len(due), trigger):
             summary.dispatched = await fanout.dispatch(store, settings, kind.name, now, due)
         else:
-            await check_due(store, settings, kind, due, states, trigger, summary, versions, started)
-    await finish(store, kind, summary, clock, requests_before, last_tick_at=now if trigger == "timer" else None)
+            await check_due(store, settings, kind, due, states, trigger, summary, versions, started, where)
+    meta_row = keys.located_meta(kind.name, located.here) if located is not None else kind.name
+    await finish(store, kind, summary, clock, requests_before, last_tick_at=now if trigger == "timer" else None,
+                 meta_row=meta_row)
     return summary
 
 
 async def check_due(store: Store, settings: Settings, kind: Kind[Any], due: list[tuple[MonitorBase, datetime]],
                     states: dict[str, StateRow], trigger: str, summary: TickSummary, versions: dict[str, Any],
-                    started: float | None = None) -> None:
+                    started: float | None = None, where: Where | None = None) -> None:
     """Check and settle `due` within the tick's budget (TICK_BUDGET_SECONDS from `started`, default now)."""
     stop_at = (started if started is not None else time.monotonic()) + settings.tick_budget_seconds
     holds = await Holds.load(store, kind.name, states, versions.get("windows") or "-")
-    await process(store, settings, kind, due, states, trigger, summary, stop_at, holds)
+    await process(store, settings, kind, due, states, trigger, summary, stop_at, holds, where)
     if summary.not_checked:
         log.error("%s %s: %d due monitors not checked: the budget (TICK_BUDGET_SECONDS=%d) ran out", kind.name,
                   trigger, len(summary.not_checked), settings.tick_budget_seconds)
 
 
 async def finish(store: Store, kind: Kind[Any], summary: TickSummary, clock: float, requests_before: int,
-                 last_tick_at: datetime | None = None) -> None:
+                 last_tick_at: datetime | None = None, meta_row: str | None = None) -> None:
     """Record a run (the ticks table) and, for a timer tick, move the kind's window on; then log it."""
     summary.finished_at = summary.started_at + timedelta(seconds=time.perf_counter() - clock)
     summary.storage_requests = store.request_count - requests_before
     try:
         await store.record_tick(kind.name, summary.record())
         if last_tick_at is not None:
-            await store.set_kind_meta(kind.name, last_tick_at=last_tick_at, last_finished_at=summary.finished_at)
+            await store.set_kind_meta(meta_row or kind.name, last_tick_at=last_tick_at,
+                                      last_finished_at=summary.finished_at)
     except Exception:
         log.exception("could not record the %s tick", kind.name)
     log.info("%s %s run: %d due of %d, %d dispatched, %d errors, %d events, %d ms, %d storage requests", kind.name,

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from monitors.contract import CheckResult, Evaluation, Kind
     from shared.storage import OutboxRow, StateRow, Store
 
-ENGINE_KEYS = ("last_slot", GATE)  # the engine's own bookkeeping in a state row, not the kind's
+# the engine's own bookkeeping in a state row, not the kind's ("_loc", …: shared/engine/located.py LOC_KEY, …)
+ENGINE_KEYS = ("last_slot", GATE, "_loc", "_regional", "_told")
 
 
 
@@ -38,6 +39,12 @@ class Outcome:
     checked_at: datetime | None = None
     maintenance: str | None = None  # the id of the maintenance window the check ran in
     steady: bool = False  # nothing changed: the state was not written (a success may be folded into a block)
+    series_id: str | None = None  # several locations: the id this location's checks are stored under
+    location: str | None = None
+
+    @property
+    def stored_as(self) -> str:
+        return self.series_id or self.monitor_id
 
 
 def evaluate(kind: Kind[Any], cfg: MonitorBase, row: StateRow | None, result: CheckResult, now: datetime,
@@ -102,8 +109,10 @@ def result_fields(outcome: Outcome, trigger: str) -> dict[str, Any]:
               "trigger": trigger, "status": outcome.status, **r.data}
     if outcome.maintenance:  # uptime leaves it out (shared/uptime.py); the API shows it
         fields.update(maintenance=True, maintenance_window=outcome.maintenance)
+    if outcome.location:
+        fields["location"] = outcome.location
     return {k: v for k, v in fields.items() if v is not None}
 
 
 def result_row(store: Store, outcome: Outcome, trigger: str) -> dict[str, Any]:
-    return store.result_entity(outcome.monitor_id, outcome.slot, result_fields(outcome, trigger))
+    return store.result_entity(outcome.stored_as, outcome.slot, result_fields(outcome, trigger))

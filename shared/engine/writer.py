@@ -53,7 +53,7 @@ class ResultWriter:
         r = outcome.result
         slot = outcome.slot
         hour = keys.hour_floor(slot)
-        shard = keys.block_shard(outcome.monitor_id)
+        shard = keys.block_shard(outcome.stored_as)
         builder = self.blocks.get((hour, shard))
         if builder is None:
             builder = self.blocks[(hour, shard)] = BlockBuilder(hour)
@@ -62,8 +62,8 @@ class ResultWriter:
         dt_us = round((checked - slot) / _US)
         code = CODE.get(r.outcome, CODE["error"]) | (MAINTENANCE if outcome.maintenance else 0)
         template = self._template(outcome, trigger) if outcome.steady and r.outcome == "up" and not r.error else None
-        if template is None or not builder.add(outcome.monitor_id, slot_us, dt_us, r.latency_ms, code, template):
-            builder.add(outcome.monitor_id, slot_us, dt_us, r.latency_ms, code | ROW, None)
+        if template is None or not builder.add(outcome.stored_as, slot_us, dt_us, r.latency_ms, code, template):
+            builder.add(outcome.stored_as, slot_us, dt_us, r.latency_ms, code | ROW, None)
             self._row(result_row(self.store, outcome, trigger))
         if len(builder) >= MAX_ENTRIES:
             self.full.append(self._entity(self.blocks.pop((hour, shard)), shard))
@@ -74,7 +74,7 @@ class ResultWriter:
         r = outcome.result
         try:
             key = (r.outcome, r.latency_ms is None, outcome.checked_at is None, trigger, outcome.status,
-                   outcome.maintenance, tuple(r.data.items()))
+                   outcome.maintenance, outcome.location, tuple(r.data.items()))
             hash(key)
         except TypeError:  # a kind's list or dict field: no shortcut
             return template_of(result_fields(outcome, trigger))

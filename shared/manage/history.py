@@ -90,7 +90,7 @@ async def results(store: Store, monitor_id: str, limit: int = 50, before: dateti
     entity = await load_entity(store, monitor_id)  # the id is enough: an unreadable definition keeps its history
     name = entity.get("kind")
     result_view = KINDS[name].result_view if isinstance(name, str) and name in KINDS else dict
-    rows = await store.query_results(monitor_id, limit=limit, before=before)
+    rows = await uptimes.results_of(store, monitor_id, limit, before)  # several locations: all, merged
     items = [result_item(clean(result_view(r), drop=("monitor_id",))) for r in rows]
     return {"items": items, "next_before": items[-1]["ts"] if len(items) == limit else None}
 
@@ -123,7 +123,9 @@ async def uptime(store: Store, monitor_id: str, window: str = "24h", now: dateti
     since = now - WINDOWS[window]
     rolled_until = await uptimes.watermark(store)
     tally = await uptimes.tally_since(store, monitor_id, since, rolled_until)
+    located = await _by_location(store, monitor_id, since, rolled_until)
     return {
+        **({"by_location": located} if located else {}),
         "window": window, "from": since.isoformat(), "to": now.isoformat(), "checks": tally.checks,
         "up": tally.up, "uptime_percent": tally.percent, "avg_latency_ms": tally.avg_latency,
         "min_latency_ms": tally.latency_min, "max_latency_ms": tally.latency_max,
@@ -131,6 +133,20 @@ async def uptime(store: Store, monitor_id: str, window: str = "24h", now: dateti
         "maintenance_checks": tally.maintenance,
         **({"note": uptimes.MAINTENANCE_NOTE} if tally.maintenance else {}),
     }
+
+
+async def _by_location(store: Store, monitor_id: str, since: datetime,
+                       rolled_until: datetime | None) -> dict[str, Any]:
+    """Several locations: each one's checks and uptime in the window."""
+    from shared.settings import get_settings
+    from shared.storage import keys
+
+    out = {}
+    for location in get_settings().locations:
+        tally = await uptimes.tally_of_series(store, keys.series_id(monitor_id, location), since, rolled_until)
+        out[location] = {"checks": tally.checks, "up": tally.up, "uptime_percent": tally.percent,
+                         "avg_latency_ms": tally.avg_latency}
+    return out
 
 
 async def events(store: Store, limit: int = 50, before: datetime | None = None, monitor_id: str | None = None,

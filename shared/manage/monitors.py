@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from monitors import KINDS, from_entity, kind_of, to_entity_spec
 from shared.engine.due import next_check_at
+from shared.engine.located import LOC_KEY, Where
 from shared.errors import Duplicate, Invalid, NotFound, TooLarge, field_error, validation_details
 from shared.manage.references import check_references
 from shared.storage import Conflict, EntityTooLarge, check_entity, etag_of, unique_row
@@ -44,9 +45,9 @@ def unknown_kind() -> Invalid:
 
 
 def view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None, status: str | None,
-         paused: bool = False) -> dict:
+         paused: bool = False, where: Where | None = None) -> dict:
     """A monitor as the API and the CLI show it. `state`: its stored state (None: never checked); `paused`: its
-    kind's timer is paused (no next check until it is resumed)."""
+    kind's timer is paused (no next check until it is resumed); `where`: several locations (what each saw)."""
     kind = kind_of(cfg.kind)
     checked = state is not None
     data = kind.public_view(cfg)
@@ -67,12 +68,36 @@ def view(cfg: MonitorBase, entity: dict[str, Any], state: dict[str, Any] | None,
         "next_check_at": next_check_at(cfg, state if checked else None).isoformat()
         if cfg.enabled and not paused else None,
     }
+    if where is not None and where.covers(kind):
+        data["state"]["locations"] = located_view(cfg, state, where)
     return data
+
+
+def located_view(cfg: MonitorBase, state: dict[str, Any], where: Where) -> dict[str, Any]:
+    """Each of the monitor's locations: its own status and error, and whether it is stale (its timer stopped: left
+    out of the quorum)."""
+    seen = state.get(LOC_KEY, {})
+    fresh = where.fresh(cfg)
+    return {loc: {"status": seen.get(loc, ["PENDING"])[0], "error": (seen.get(loc) or [None, None])[1],
+                  "stale": loc not in fresh} for loc in where.locations_of(cfg)}
 
 
 async def paused_kinds(store: Store, kinds: set[str]) -> set[str]:
     """The kinds among `kinds` whose timer is paused."""
     return {k for k in kinds if (await store.get_kind_meta(k)).get("paused")}
+
+
+async def kind_states(store: Store, kinds: set[str]) -> tuple[set[str], dict[str, Where | None]]:
+    """(the kinds whose timer is paused, each kind's locations (None with one)), from each kind's meta."""
+    from shared.settings import get_settings
+
+    paused, where, now = set(), {}, datetime.now(UTC)
+    for k in kinds:
+        meta, _ = await store.kind_meta_and_defs(k)
+        if meta.get("paused"):
+            paused.add(k)
+        where[k] = Where.of(get_settings(), meta, now)
+    return paused, where
 
 
 def parse(payload: Any) -> MonitorBase:
@@ -233,8 +258,9 @@ async def get_monitor(store: Store, monitor_id: str) -> dict[str, Any]:
     except Unreadable:
         return unreadable_view(entity)
     row = await store.get_state(entity["kind"], monitor_id)
-    paused = bool(await paused_kinds(store, {cfg.kind}))
-    return view(cfg, entity, row.data if row else None, row.status if row else None, paused)
+    paused, where = await kind_states(store, {cfg.kind})
+    return view(cfg, entity, row.data if row else None, row.status if row else None, bool(paused),
+                where[cfg.kind])
 
 
 async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str, Any]]:
@@ -245,7 +271,7 @@ async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str,
     present = {str(e.get("kind")) for e in entities} & set(KINDS)
     for k in present:
         states.update((await store.load_states(k))[0])
-    paused = await paused_kinds(store, present)
+    paused, where = await kind_states(store, present)
     out = []
     for entity in sorted(entities, key=lambda e: (e.get("name", "").lower(), e["RowKey"])):
         row = states.get(entity["RowKey"])
@@ -254,7 +280,8 @@ async def list_monitors(store: Store, kind: str | None = None) -> list[dict[str,
         except Unreadable:  # one unreadable definition must not hide the others
             out.append(unreadable_view(entity))
             continue
-        out.append(view(cfg, entity, row.data if row else None, row.status if row else None, cfg.kind in paused))
+        out.append(view(cfg, entity, row.data if row else None, row.status if row else None, cfg.kind in paused,
+                        where.get(cfg.kind)))
     return out
 
 

@@ -36,7 +36,13 @@ def peer_cert(resp: aiohttp.ClientResponse) -> bytes | None:
     return getattr(resp, "peer_cert", None)
 
 
-def session(limit: int, guard: Guard | None) -> aiohttp.ClientSession:
+def user_agent(location: str | None) -> str:
+    """What checks send as User-Agent: the app's, and the location checking (several CHECK_LOCATIONS), so a target's
+    logs can tell them apart."""
+    return f"{USER_AGENT} location/{location}" if location else USER_AGENT
+
+
+def session(limit: int, guard: Guard | None, agent: str = USER_AGENT) -> aiohttp.ClientSession:
     """A session for one run: no cookies, no proxies from the environment, the peer certificate kept; with a
     guard, every connection goes through its resolver and socket factory."""
     kwargs: dict[str, Any] = {}
@@ -45,12 +51,13 @@ def session(limit: int, guard: Guard | None) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True,
                                      **kwargs)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                 headers={"User-Agent": USER_AGENT}, trust_env=False,
+                                 headers={"User-Agent": agent}, trust_env=False,
                                  response_class=PeerCertResponse)
 
 
 @asynccontextmanager
-async def sessions(limit: int, guard: Guard) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
+async def sessions(limit: int, guard: Guard,
+                   agent: str = USER_AGENT) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
     """(guarded, trusted) sessions, closed together."""
-    async with session(limit, guard) as guarded, session(limit, None) as trusted:
+    async with session(limit, guard, agent) as guarded, session(limit, None, agent) as trusted:
         yield guarded, trusted

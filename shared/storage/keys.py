@@ -234,3 +234,28 @@ def summary_pk(hour: datetime) -> str:
 
 def summary_row(hour: datetime, part: int) -> str:
     return f"{inverted(hour)}_{part:03d}"
+
+
+# ------------------------------------------------------------------------------------------- locations
+
+
+def located_meta(kind: str, location: str) -> str:
+    """The RowKey of one location's own meta row of a kind (its timer's `last_tick_at`: its heartbeat)."""
+    return f"{kind}@{location}"
+
+
+def located_meta_bounds(kind: str) -> tuple[str, str]:
+    """RowKey bounds [lo, hi) of every location's meta row of a kind; a row's location is RowKey[len(lo):]."""
+    return f"{kind}@", f"{kind}@~"
+
+
+def series_id(monitor_id: str, location: str) -> str:
+    """The id one location's checks of a monitor are stored under (results, blocks, its own state row): 32 hex
+    digits like a monitor id, so every table and codec takes it as one."""
+    return hashlib.blake2b(f"{monitor_id}@{location}".encode(), digest_size=16).hexdigest()
+
+
+def series_ids(monitor_id: str, locations: tuple[str, ...]) -> list[str]:
+    """Every id a monitor's checks are stored under: its own (one location, or from before there were several)
+    and one per location."""
+    return [monitor_id, *(series_id(monitor_id, loc) for loc in locations)]

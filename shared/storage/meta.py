@@ -29,11 +29,16 @@ class MetaTable(StoreBase):
             return {}
 
     async def kind_meta_and_defs(self, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A kind's meta row and the definitions' versions, in one request."""
-        rows = await self.query("meta", "PartitionKey eq @pk and ( RowKey eq @kind or RowKey eq @defs )",
-                                {"pk": keys.META_PK, "kind": kind, "defs": DEFS_ROW})
+        """A kind's meta row and the definitions' versions, in one request. With several locations the meta row
+        also holds `locations`: {location: its own meta row (`last_tick_at`, …)} (keys.located_meta)."""
+        lo, hi = keys.located_meta_bounds(kind)
+        rows = await self.query("meta", "PartitionKey eq @pk and ( RowKey eq @kind or RowKey eq @defs or "
+                                "( RowKey ge @lo and RowKey lt @hi ) )",
+                                {"pk": keys.META_PK, "kind": kind, "defs": DEFS_ROW, "lo": lo, "hi": hi})
         found = {row["RowKey"]: dict(row) for row in rows}
-        return found.get(kind, {}), found.get(DEFS_ROW, {})
+        meta = found.get(kind, {})
+        located = {rk[len(lo):]: row for rk, row in found.items() if rk.startswith(lo)}
+        return ({**meta, "locations": located} if located else meta), found.get(DEFS_ROW, {})
 
     async def set_kind_meta(self, kind: str, **fields: Any) -> None:
         client = await self.table("meta")

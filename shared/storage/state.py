@@ -101,20 +101,29 @@ class StateTable(StoreBase):
 
         Raises Conflict when another run changed the state first (the caller re-reads and re-evaluates).
         """
-        entity = check_entity({"PartitionKey": kind, "RowKey": monitor_id, "data": compact_json(data),
-                               "status": status, "updated_at": datetime.now(UTC)})
-        ops: list[Operation] = [("create", entity)] if etag is None else \
-            [("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
-                                 "match_condition": MatchConditions.IfNotModified})]
+        return await self.commit_states(kind, [(monitor_id, data, status, etag)], monitor_id, outbox)
+
+    async def commit_states(self, kind: str, states: list[tuple[str, dict[str, Any], str, str | None]], owner: str,
+                            outbox: list[dict[str, Any]]) -> list[OutboxRow]:
+        """Write state rows (id, data, status, ETag or None for a new row) of one kind and `owner`'s outbox rows in
+        one transaction, each state guarded by its ETag; Conflict when one of them changed first."""
+        ops: list[Operation] = []
+        for state_id, data, status, etag in states:
+            entity = check_entity({"PartitionKey": kind, "RowKey": state_id, "data": compact_json(data),
+                                   "status": status, "updated_at": datetime.now(UTC)})
+            ops.append(("create", entity) if etag is None else
+                       ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
+                                           "match_condition": MatchConditions.IfNotModified}))
         rows = []
         for payload in outbox:
-            rk = keys.outbox_row(monitor_id, payload["id"])
+            rk = keys.outbox_row(owner, payload["id"])
             ops.append(("create", check_entity({"PartitionKey": kind, "RowKey": rk,
                                                 "payload": compact_json(payload)})))
             rows.append(OutboxRow(kind, rk, payload))
         client = await self.table("state")
         try:
-            if len(ops) == 1:  # no outbox rows: a plain ETag-guarded write costs a third of a transaction
+            if len(ops) == 1:  # one row: a plain ETag-guarded write costs a third of a transaction
+                entity, etag = ops[0][1], states[0][3] if states else None
                 if etag is None:
                     await client.create_entity(entity)
                 else:
@@ -124,7 +133,7 @@ class StateTable(StoreBase):
                 await submit(client, ops)
         except (ResourceModifiedError, ResourceExistsError, HttpResponseError) as error:
             if is_conflict(error):
-                raise Conflict(f"state of {monitor_id} changed concurrently") from None
+                raise Conflict(f"state of {owner} changed concurrently") from None
             raise
         return rows
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from monitors import KINDS, status_info
+from monitors import KINDS, from_entity, status_info
 from shared import uptime as uptimes
 from shared.aio import gather_bounded
 from shared.snapshots.views import latest as latest_snapshot
@@ -45,6 +45,9 @@ FAMILIES = {
                                 "rollups plus the raw results after them; degraded counts as up, checker errors "
                                 "are not counted).",
     "monitors": "Enabled monitors by kind and status (every status of every kind; 0 when none).",
+    "monitor_location_healthy": "Several locations: 1 when the location sees the monitor healthy, 0 when not "
+                                "(its own status; the monitor's is the quorum of them).",
+    "monitor_location_stale": "Several locations: 1 when the location's timer stopped (left out of the quorum).",
     "alert_rule_firing": "1 while the alert rule fires.",
     "snapshot_timestamp_seconds": "When the latest stored snapshot was taken (Unix time).",
 }
@@ -111,6 +114,32 @@ def vocabulary(kind: str, current: str | None = None) -> list[str]:
     return [*statuses, current] if current and current not in statuses else statuses
 
 
+def settings_locations() -> tuple[str, ...]:
+    from shared.settings import get_settings
+
+    return get_settings().locations
+
+
+async def _locations(store: Store, out: Exposition, monitors: list[dict[str, Any]]) -> None:
+    """What each location sees of each monitor checked from several (its state's per-location statuses)."""
+    from shared.manage.monitors import kind_states, located_view
+
+    _, wheres = await kind_states(store, {m["kind"] for m in monitors if m["kind"] in KINDS})
+    for m in monitors:
+        where = wheres.get(m["kind"])
+        if where is None or not where.covers(KINDS[m["kind"]]) or not m["enabled"]:
+            continue
+        try:
+            cfg = from_entity(m["entity"])
+        except Exception:  # noqa: BLE001 - an unreadable definition has no locations to show
+            continue
+        for location, seen in located_view(cfg, m["state"], where).items():
+            labels = {"id": m["id"], "name": m["name"], "kind": m["kind"], "location": location}
+            out.add("monitor_location_stale", labels, 1 if seen["stale"] else 0)
+            if seen["status"] not in ("PENDING", "ERROR"):
+                out.add("monitor_location_healthy", labels, 1 if status_info(seen["status"]).healthy else 0)
+
+
 async def _latest(store: Store, m: dict[str, Any], known: uptimes.Everyone) -> dict[str, Any] | None:
     return await uptimes.latest_result(store, m["id"], known) if m["checked"] else None  # never checked: no read
 
@@ -128,6 +157,8 @@ async def prometheus_text(store: Store) -> str:
         _monitor(out, m, row, tally.up / tally.checks if tally.checks else None)
         if m["enabled"]:
             counts[(m["kind"], m["status"])] = counts.get((m["kind"], m["status"]), 0) + 1
+    if settings_locations():
+        await _locations(store, out, monitors)
     for (kind_name, status), count in sorted(counts.items()):
         out.add("monitors", {"kind": kind_name, "status": status}, count)
     for rule in rules:

@@ -338,6 +338,8 @@ class KindRun(Strict):
     events: int
     paused: bool
     storage_requests: int
+    dispatched: int = Field(description="Batches handed to the checks queue (a fanned-out timer tick; 0 for a run "
+                                        "now, which checks everything itself).")
     not_checked: int = Field(description="Due, but not started before the run's time budget ran out.")
     results: list[RunResult]
 

@@ -28,6 +28,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from monitors import KINDS, from_entity, kind_of
 from shared import uptime as uptimes
 from shared.aio import gather_bounded
+from shared.engine.located import Where
+from shared.manage.monitors import kind_states, located_view
+from shared.settings import get_settings
 from shared.snapshots.views import live_states
 from shared.text import ago, duration
 from shared.web.cache import cached
@@ -74,10 +77,10 @@ def _page_look() -> tuple[str, str | None]:
 
 
 async def _monitor_row(store: Store, m: dict[str, Any], cfg: Any, first_day: datetime, now: datetime,
-                       rolled_until: datetime | None) -> dict[str, Any]:
+                       rolled_until: datetime | None, where: Where | None = None) -> dict[str, Any]:
     days, recent = await asyncio.gather(
         uptimes.tallies(store, m["id"], first_day, rolled_until, bucket=lambda at: at.strftime("%Y-%m-%d")),
-        store.query_results(m["id"], limit=SPARK_POINTS))
+        uptimes.results_of(store, m["id"], SPARK_POINTS))
     bars, checks, up = [], 0, 0
     for n in range(DAYS):
         day = first_day + timedelta(days=n)
@@ -103,7 +106,20 @@ async def _monitor_row(store: Store, m: dict[str, Any], cfg: Any, first_day: dat
             "pending": m["enabled"] and m["status"] == "PENDING",
             "checked": ago((now - last_at).total_seconds() if last_at else None),
             "down_since": m["state"].get("down_since") if m["enabled"] else None,
-            "error_since": m["state"].get("since") if m["enabled"] and m["status"] == "ERROR" else None}
+            "error_since": m["state"].get("since") if m["enabled"] and m["status"] == "ERROR" else None,
+            "locations": _locations(m, cfg, where)}
+
+
+def _locations(m: dict[str, Any], cfg: Any, where: Where | None) -> list[dict[str, Any]]:
+    """Several locations: what each sees, for the line under the monitor's name (a stale one says so)."""
+    if where is None or not where.covers(kind_of(cfg.kind)) or not m["enabled"]:
+        return []
+    out = []
+    for name, seen in located_view(cfg, m["state"], where).items():
+        label, tone = ("no recent checks", "grey") if seen["stale"] else look(seen["status"], True)
+        out.append({"name": name, "label": label, "tone": tone,
+                    "title": "its checks stopped: left out of the verdict" if seen["stale"] else label})
+    return out
 
 
 def _first_problems(items: list[dict[str, Any]], severity: Any) -> list[dict[str, Any]]:
@@ -192,7 +208,9 @@ async def status_page_model(store: Store, now: datetime | None = None) -> dict[s
             continue
         if cfg.public:
             shown.append((m, cfg))
-    rows = await gather_bounded(shown, lambda item: _monitor_row(store, *item, first_day, now, rolled_until))
+    wheres = (await kind_states(store, {cfg.kind for _, cfg in shown}))[1] if get_settings().locations else {}
+    rows = await gather_bounded(shown, lambda item: _monitor_row(store, *item, first_day, now, rolled_until,
+                                                                 wheres.get(item[1].kind)))
     planned = await _maintenance(store, shown, now)
     tone, text = _banner(rows)
     settled = bool(rows) and not any(r["pending"] for r in rows)
