@@ -11,10 +11,14 @@ second list), and drives them:
 - timer triggers on their six-field NCRONTAB schedules (`%SETTING%` resolved from the environment),
   `run_on_startup` honoured, `past_due` set when a run starts late;
 - `POST /admin/functions/{name}` runs a timer or queue function at once, like the host's admin API;
-- queue triggers polling Azurite: host.json's visibilityTimeout, batchSize, maxPollingInterval, messageEncoding
-  and maxDequeueCount. A received message is held invisible while it waits and runs (a short lease, renewed), so
-  a host that goes away gives it back within the lease; a failure makes it visible again after visibilityTimeout;
-  a message whose handler keeps failing goes to `<queue>-poison`, as the host does.
+- queue triggers polling Azurite (devhost/queues.py): host.json's visibilityTimeout, batchSize, maxPollingInterval,
+  messageEncoding and maxDequeueCount. A received message is held invisible while it waits and runs (a lease of
+  DEVHOST_QUEUE_LEASE_SECONDS, default 60, renewed), so a host that goes away gives it back within the lease; a
+  failure makes it visible again after visibilityTimeout; a message whose handler keeps failing goes to
+  `<queue>-poison`, as the host does;
+- `AzureWebJobs.<FunctionName>.Disabled` (or `AzureWebJobs_<FunctionName>_Disabled`) "true" or "1": a disabled
+  timer or queue function is not started, a disabled HTTP function answers 404 unless it is called with the master
+  key; the admin API still runs a disabled function, as on Azure (devhost/core.py reads the settings).
 
 It is a development tool: production runs on the Functions host. See docs/LOCAL.md for what it does
 not reproduce.
@@ -23,17 +27,12 @@ not reproduce.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import errno
 import hmac
-import inspect
 import json
 import logging
-import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,15 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.core import LEASE_SECONDS, Function, disabled_by, invoke, queue_lease_seconds, renew_seconds, resolve
+from devhost.queues import QueueTriggers
+
+__all__ = ["LEASE_SECONDS", "Function", "LocalHost", "PortInUse", "discover", "invoke", "load_local_settings",
+           "read_host_json", "resolve"]
+
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("devhost")
 
-LEASE_SECONDS = 60  # a received queue message is hidden this long at a time…
-RENEW_SECONDS = 20.0  # …and its lease renewed this often while it waits for or runs its invocation
 KEY_HINT = "send it as the x-functions-key header or as ?code= in the query string"
 
 
@@ -71,25 +74,6 @@ class PortInUse(SystemExit):
     def __init__(self, port: int) -> None:
         super().__init__(f"port {port} is in use: is the app already running?")
         self.port = port
-
-
-def resolve(value: str) -> str:
-    """`%NAME%` app-setting expressions, as the host resolves them in binding attributes."""
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise KeyError(f"binding expression %{name}% names a setting that is not set")
-        return os.environ[name]
-
-    return re.sub(r"%([^%]+)%", sub, value)
-
-
-@dataclass
-class Function:
-    name: str
-    handler: Callable[..., Any]
-    trigger: dict[str, Any]
-    arg: str
 
 
 _discovered: dict[int, list[Function]] = {}
@@ -130,14 +114,7 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], An
     return response
 
 
-async def invoke(fn: Function, value: Any) -> Any:
-    result = fn.handler(**{fn.arg: value})
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class LocalHost:
+class LocalHost(QueueTriggers):
     def __init__(self, app: func.FunctionApp, host_json: dict[str, Any], port: int = 7071,
                  function_key: str | None = None, master_key: str | None = None) -> None:
         self.functions = discover(app)
@@ -145,8 +122,9 @@ class LocalHost:
         self.port = port
         self.function_key = function_key
         self.master_key = master_key
-        self.lease_seconds = LEASE_SECONDS
-        self.renew_seconds = RENEW_SECONDS
+        self.lease_seconds: float = queue_lease_seconds()  # DEVHOST_QUEUE_LEASE_SECONDS (BadSetting if unusable)
+        self.renew_seconds = renew_seconds(self.lease_seconds)
+        self.disabled: dict[str, str] = {}  # function name → the app setting that disables it (read at start)
         self.invocations: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -176,9 +154,7 @@ class LocalHost:
         With no key set at all, everything is open (local development)."""
         if level == "anonymous" or not (self.function_key or self.master_key):
             return None
-        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
-        accepted = [self.master_key] if level == "admin" else [self.function_key, self.master_key]
-        if given and any(key and hmac.compare_digest(given.encode(), key.encode()) for key in accepted):
+        if self._carries(request, [self.master_key] if level == "admin" else [self.function_key, self.master_key]):
             return None
         if level != "admin":
             message = ("No or a wrong key: this route needs the function key (DEVHOST_FUNCTION_KEY) or the master key; "
@@ -191,9 +167,16 @@ class LocalHost:
                        " (a function key is not accepted)")
         return error_response(401, "unauthorized", message)
 
+    @staticmethod
+    def _carries(request: web.Request, keys: list[str | None]) -> bool:
+        """Whether the request sends one of `keys` (those set) as x-functions-key or ?code=."""
+        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
+        return bool(given) and any(key and hmac.compare_digest(given.encode(), key.encode()) for key in keys)
+
     async def _admin_invoke(self, request: web.Request) -> web.Response:
         """POST /admin/functions/{name} {"input": "..."}: run a non-HTTP function now, as the real host's
-        admin API does (used to fire a timer by hand, and by the end-to-end test). Master key only."""
+        admin API does (used to fire a timer by hand, and by the end-to-end test). Master key only; a disabled
+        function runs too, as on Azure."""
         refused = self._refused(request, "admin")
         if refused is not None:
             return refused
@@ -217,6 +200,10 @@ class LocalHost:
         level = str(fn.trigger.get("authLevel", "FUNCTION")).lower()
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            setting = self.disabled.get(fn.name)
+            if setting and not self._carries(request, [self.master_key]):  # as on Azure: only the master key runs it
+                return error_response(404, "not_found", f"no function answers {request.method} {request.path}: "
+                                      f"{fn.name} is disabled ({setting})")
             refused = self._refused(request, level)
             if refused is not None:
                 return refused
@@ -261,100 +248,10 @@ class LocalHost:
         except Exception:
             log.exception("timer function %s failed", fn.name)
 
-    # -- queues -----------------------------------------------------------------------------------------
-
-    async def _queue_loop(self, fn: Function) -> None:
-        from azure.core.exceptions import ResourceExistsError
-        from azure.storage.queue.aio import QueueClient
-
-        opts = self.host_json.get("extensions", {}).get("queues", {})
-        max_dequeue = int(opts.get("maxDequeueCount", 5))
-        visibility = _seconds(opts.get("visibilityTimeout", "00:00:00"))
-        batch = int(opts.get("batchSize", 16))
-        max_poll = _seconds(opts.get("maxPollingInterval", "00:00:02")) or 2.0
-        base64_encoded = opts.get("messageEncoding", "base64").lower() == "base64"
-        name = resolve(fn.trigger["queueName"])
-        conn = os.environ[fn.trigger.get("connection") or "AzureWebJobsStorage"]
-        from shared.storage import expand_dev_storage  # the same Azurite shorthand handling as the app
-
-        conn = expand_dev_storage(conn)
-        queue = QueueClient.from_connection_string(conn, name)
-        poison = QueueClient.from_connection_string(conn, f"{name}-poison")
-        for client in (queue, poison):
-            with contextlib.suppress(ResourceExistsError):
-                await client.create_queue()
-        log.info("queue %s -> %s", name, fn.name)
-        idle = 0.1
-        async with queue, poison:
-            while True:
-                # received with a short lease, held (renewed) while the batch waits and runs: a host that goes away
-                # gives its messages back within the lease; a failure shows one again after visibilityTimeout
-                received = [msg async for msg in queue.receive_messages(
-                    messages_per_page=batch, max_messages=batch, visibility_timeout=max(1, int(self.lease_seconds)))]
-                if received:
-                    held = {msg.id: msg for msg in received}
-                    lock = asyncio.Lock()
-                    renewer = asyncio.create_task(self._hold(queue, held, lock), name=f"{fn.name}-lease")
-                    try:
-                        for msg in received:
-                            await self._deliver(fn, queue, poison, msg, base64_encoded, max_dequeue, visibility,
-                                                held, lock)
-                    finally:
-                        renewer.cancel()
-                        await asyncio.gather(renewer, return_exceptions=True)
-                idle = 0.1 if received else min(idle * 2, max_poll)
-                await asyncio.sleep(0 if received else idle)
-
-    async def _hold(self, queue: Any, held: dict[str, Any], lock: asyncio.Lock) -> None:
-        """Renew the lease of every message of the batch not yet finished, every renew_seconds (each renewal gives
-        a new pop receipt, kept on the message for the next renewal and for the final delete or update)."""
-        while True:
-            await asyncio.sleep(self.renew_seconds)
-            async with lock:
-                for msg in list(held.values()):
-                    try:
-                        renewed = await queue.update_message(msg.id, msg.pop_receipt,
-                                                             visibility_timeout=max(1, int(self.lease_seconds)))
-                    except Exception:  # lost (e.g. expired and taken by another receiver): the delivery says so
-                        log.warning("could not renew the lease of message %s", msg.id, exc_info=True)
-                        continue
-                    msg.pop_receipt = renewed.pop_receipt
-                    msg.next_visible_on = renewed.next_visible_on
-
-    async def _deliver(self, fn: Function, queue: Any, poison: Any, msg: Any, b64: bool, max_dequeue: int,
-                       visibility: float, held: dict[str, Any], lock: asyncio.Lock) -> None:
-        body = base64.b64decode(msg.content) if b64 else msg.content.encode()
-        message = QueueMessage(id=msg.id, body=body, dequeue_count=msg.dequeue_count,
-                                          pop_receipt=msg.pop_receipt, insertion_time=msg.inserted_on,
-                                          expiration_time=msg.expires_on, time_next_visible=msg.next_visible_on)
-        self.invocations[fn.name] = self.invocations.get(fn.name, 0) + 1
-        try:
-            await invoke(fn, message)
-        except Exception:
-            async with lock:  # no longer renewed: its pop receipt is final
-                held.pop(msg.id, None)
-            log.warning("queue function %s failed (dequeue %d of %d)", fn.name, msg.dequeue_count, max_dequeue,
-                        exc_info=True)
-            try:
-                if msg.dequeue_count >= max_dequeue:
-                    await poison.send_message(msg.content)
-                    await queue.delete_message(msg.id, msg.pop_receipt)
-                    log.error("message %s moved to %s-poison", msg.id, queue.queue_name)
-                else:
-                    await queue.update_message(msg.id, msg.pop_receipt, visibility_timeout=round(visibility))
-            except Exception:  # its lease was lost: it is visible again already (the poller goes on)
-                log.warning("could not hand back message %s", msg.id, exc_info=True)
-            return
-        async with lock:
-            held.pop(msg.id, None)
-        try:
-            await queue.delete_message(msg.id, msg.pop_receipt)
-        except Exception:  # its lease was lost: it will be delivered again (at least once, as on Azure)
-            log.warning("could not delete message %s after its function succeeded", msg.id, exc_info=True)
-
     # -- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.disabled = {fn.name: setting for fn in self.functions if (setting := disabled_by(fn.name))}
         self._runner = web.AppRunner(self._http_app(), access_log=None)
         await self._runner.setup()
         try:
@@ -367,7 +264,11 @@ class LocalHost:
         for route in self._routes:
             log.info(*route)
         for fn in self.functions:
-            if fn.trigger["type"] == "timerTrigger":
+            if fn.name in self.disabled:
+                log.info("%s is disabled (%s): %s", fn.name, self.disabled[fn.name],
+                         "it answers 404 (unless called with the master key)" if fn.trigger["type"] == "httpTrigger"
+                         else "not started")
+            elif fn.trigger["type"] == "timerTrigger":
                 self._tasks.append(asyncio.create_task(self._timer_loop(fn), name=fn.name))
             elif fn.trigger["type"] == "queueTrigger":
                 self._tasks.append(asyncio.create_task(self._queue_loop(fn), name=fn.name))
@@ -385,14 +286,6 @@ class LocalHost:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-
-def _seconds(value: Any) -> float:
-    """host.json TimeSpan "hh:mm:ss" (or a number of seconds)."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    h, m, s = str(value).split(":")
-    return int(h) * 3600 + int(m) * 60 + float(s)
 
 
 def read_host_json() -> dict[str, Any]:
