@@ -64,10 +64,9 @@ class QueueTriggers:
                     held = {msg.id: msg for msg in received}
                     lock = asyncio.Lock()
                     renewer = asyncio.create_task(self._hold(queue, held, lock), name=f"{fn.name}-lease")
-                    try:
-                        for msg in received:
-                            await self._deliver(fn, queue, poison, msg, base64_encoded, max_dequeue, visibility,
-                                                held, lock)
+                    try:  # the batch's messages run at once, as the host runs up to batchSize of them
+                        await asyncio.gather(*(self._deliver(fn, queue, poison, msg, base64_encoded, max_dequeue,
+                                                             visibility, held, lock) for msg in received))
                     finally:
                         renewer.cancel()
                         await asyncio.gather(renewer, return_exceptions=True)
