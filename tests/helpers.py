@@ -57,3 +57,11 @@ async def add_monitor(store: Store, url: str, **fields: Any) -> MonitorBase:
                                 "spec": monitors.to_entity_spec(cfg)},
                                [unique_row("website", key) for key in cfg.unique_keys()])
     return cfg
+
+
+def timer_names() -> list[str]:
+    """The app's timer functions (to disable them on a local host: AzureWebJobs.<name>.Disabled)."""
+    import function_app
+    from devhost import discover
+
+    return [fn.name for fn in discover(function_app.app) if fn.trigger["type"] == "timerTrigger"]

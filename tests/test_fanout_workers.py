@@ -31,7 +31,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 from conftest import free_port
-from helpers import add_monitor, events_of, stop_process
+from helpers import add_monitor, events_of, stop_process, timer_names
 from targets import Target
 
 from shared import engine
@@ -102,13 +102,6 @@ def tcp_ports(pid: int) -> set[int]:
             if fields[9] in inodes:
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def timer_names() -> list[str]:
-    import function_app
-    from devhost import discover
-
-    return [fn.name for fn in discover(function_app.app) if fn.trigger["type"] == "timerTrigger"]
 
 
 def worker_env() -> dict[str, str]:
