@@ -1,14 +1,21 @@
-// The monitoring app on Azure: one Flex Consumption function app with everything it needs, identity-based end to
-// end (no storage keys, no App Insights instrumentation keys, secrets in Key Vault), and network-restricted: the
-// storage account and the vault deny by default and let in the app's VNet subnet (service endpoints), the deployer's
-// addresses (allowedIpAddresses) and, with usePrivateEndpoints, only private endpoints. See docs/DEPLOY.md, Network.
+// The monitoring app on Azure: one Flex Consumption function app per location (`locations`: one region by default)
+// with everything it needs, identity-based end to end (no storage keys, no App Insights instrumentation keys,
+// secrets in Key Vault), and network-restricted: the storage account and the vault deny by default and let in every
+// location’s app subnet (service endpoints), the deployer’s addresses (allowedIpAddresses) and, with
+// usePrivateEndpoints, only private endpoints. See docs/DEPLOY.md, Network and Several locations.
+//
+// Per location (modules/region.bicep, and the VNets here): plan, app, app settings, deployment container, VNet,
+// diagnostics. Shared: storage account (state, results, queues), Key Vault, identity, Log Analytics, App Insights,
+// role assignments. The first location’s app is the one azd deploys (azd-service-name: api); the postdeploy hook
+// (infra/hooks/postdeploy.sh) deploys the same package to the others (output AZURE_OTHER_FUNCTION_APP_NAMES).
 //
 //   azd up                                                    (azd fills infra/main.parameters.json from its env)
 //   az deployment group create -g RG -f infra/main.bicep -p environmentName=mon smtpHost=… …   (see docs/DEPLOY.md)
 //
 // Every setting the app reads (shared.settings.SETTING_NAMES) is an app setting below, fed by a parameter named
-// after it in camelCase whose default is the app's default; tests/test_infra.py keeps the three in step with
+// after it in camelCase whose default is the app’s default; tests/test_infra.py keeps the three in step with
 // local.settings.json.example. Plain resources only (no registry modules), so CI can parse and check this offline.
+// Apostrophes in // comments are written ’: with ASCII ones pycep (the parser of the tests) gets very slow.
 
 targetScope = 'resourceGroup'
 
@@ -20,8 +27,14 @@ targetScope = 'resourceGroup'
 param environmentName string
 
 @minLength(1)
-@description('Region for all resources; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@description('Region of the shared resources (storage, vault, identity, telemetry) and, by default, of the one location; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
 param location string = resourceGroup().location
+
+@description('Regions the checks run from, one function app each, all on the one storage account (docs/DEPLOY.md, Several locations); each must offer Flex Consumption. The first is the primary (azd deploys to it; keep it = location so its names stay those of a one-location deployment). Default (and empty): [ location ].')
+@maxLength(17)
+param locations array = [
+  location
+]
 
 @description('Function app name; empty: func-<hash>.')
 param functionAppName string = ''
@@ -74,6 +87,9 @@ param appSubnetAddressPrefix string = '10.42.0.0/24'
 @description('The subnet of the private endpoints (used only with usePrivateEndpoints).')
 param privateEndpointSubnetAddressPrefix string = '10.42.1.0/27'
 
+@description('Address space the VNets of the second and further locations are carved from: the n-th other location gets the n-th /20 (app subnet its first /24, private-endpoint subnet the /27 after it). Must not overlap vnetAddressPrefix: with usePrivateEndpoints the VNets are peered.')
+param otherLocationsAddressPrefix string = '10.43.0.0/16'
+
 @description('Storage resource logs sent to Log Analytics for blob, queue and table: audit (writes and deletes, cheap) or allLogs (also every read, which at thousands of monitors is several GB a month).')
 @allowed([
   'audit'
@@ -82,7 +98,7 @@ param privateEndpointSubnetAddressPrefix string = '10.42.1.0/27'
 param storageLogCategoryGroup string = 'audit'
 
 // ------------------------------------------------------------------------------- app settings (shared/settings.py)
-// One parameter per setting, named after it in camelCase, default = the app's default ('' where the app has none).
+// One parameter per setting, named after it in camelCase, default = the app’s default ('' where the app has none).
 // Secrets (@secure) go to Key Vault and reach the app as Key Vault references; empty means not set.
 
 @description('CHECK_CONCURRENCY: checks in flight at once per timer run.')
@@ -94,6 +110,15 @@ param checkConcurrency int = 100
 @minValue(10)
 @maxValue(540)
 param tickBudgetSeconds int = 240
+
+@description('FANOUT_THRESHOLD: a timer tick with at least this many due monitors hands them to the location\'s checks queue in batches (0 = never).')
+@minValue(0)
+param fanoutThreshold int = 2000
+
+@description('FANOUT_BATCH_SIZE: monitors per queue message of a fanned-out tick.')
+@minValue(1)
+@maxValue(500)
+param fanoutBatchSize int = 100
 
 @description('OUTBOUND_ALLOW_CIDRS: networks checks may reach although not public (comma-separated CIDRs; empty = public addresses only).')
 param outboundAllowCidrs string = ''
@@ -230,11 +255,39 @@ var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, 
 var tags = {
   'azd-env-name': environmentName
 }
-var appName = !empty(functionAppName) ? functionAppName : 'func-${resourceToken}'
+var appName = empty(functionAppName) ? 'func-${resourceToken}' : functionAppName
 var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
 
-// The tables and queues of shared/storage.py (TABLES, EVENTS_QUEUE, POISON_QUEUE); the app also creates them on
-// first use, so these only make a fresh deployment complete from the start.
+// ---------------------------------------------------------------------------------------------- locations
+// One entry per location. The first keeps the names of a one-location deployment; the others add the region.
+// CHECKS_QUEUE: monitor-checks with one location, monitor-checks-<location> per location with several (each
+// location checks only its own batches). Storage service endpoint: the regional one reaches an account in the
+// subnet’s own region only, so other regions’ subnets use the cross-region Microsoft.Storage.Global (a subnet
+// takes one of the two).
+
+var regions = empty(locations) ? [
+  location
+] : locations
+var severalLocations = length(regions) > 1
+
+var apps = [for (loc, i) in regions: {
+  location: loc
+  appName: (i == 0) ? appName : '${appName}-${loc}'
+  planName: (i == 0) ? 'plan-${resourceToken}' : 'plan-${resourceToken}-${loc}'
+  vnetName: (i == 0) ? 'vnet-${resourceToken}' : 'vnet-${resourceToken}-${loc}'
+  deploymentContainerName: (i == 0) ? deploymentContainerName : 'app-package-${take(resourceToken, 7)}-${loc}'
+  // the host id is the app name cut to 32 characters, which two regions’ names could share
+  hostId: (i == 0) ? '' : take('${resourceToken}-${loc}', 32)
+  checksQueue: severalLocations ? 'monitor-checks-${loc}' : 'monitor-checks'
+  vnetAddressPrefix: (i == 0) ? vnetAddressPrefix : cidrSubnet(otherLocationsAddressPrefix, 20, i - 1)
+  appSubnetAddressPrefix: (i == 0) ? appSubnetAddressPrefix : cidrSubnet(cidrSubnet(otherLocationsAddressPrefix, 20, i - 1), 24, 0)
+  privateEndpointSubnetAddressPrefix: (i == 0) ? privateEndpointSubnetAddressPrefix : cidrSubnet(cidrSubnet(otherLocationsAddressPrefix, 20, i - 1), 27, 8)
+  storageServiceEndpoint: (loc == location) ? 'Microsoft.Storage' : 'Microsoft.Storage.Global'
+}]
+
+// The tables and queues of shared/storage.py (TABLES, EVENTS_QUEUE, POISON_QUEUE) and every location’s checks queue
+// with the poison queue the host makes for it; the app also creates them on first use, so these only make a fresh
+// deployment complete from the start.
 var tableNames = [
   'monitors'
   'state'
@@ -253,10 +306,13 @@ var tableNames = [
   'windows'
   'alerting'
 ]
-var queueNames = [
+var queueNames = concat([
   'monitor-events'
   'monitor-events-poison'
-]
+], flatten(map(apps, app => [
+  app.checksQueue
+  '${app.checksQueue}-poison'
+])))
 
 // allowedIpAddresses as a list (azd passes every parameter as one string): '203.0.113.7, 198.51.100.0/24' -> two.
 var allowedIps = filter(map(split(allowedIpAddresses, ','), ip => trim(ip)), ip => !empty(ip))
@@ -270,27 +326,29 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
 }
 
 // -------------------------------------------------------------------------------------------------- network
-// The app's outbound traffic enters this VNet (Flex Consumption VNet integration routes all of it); the storage
-// account and the vault admit the app subnet through its service endpoints. Subnet names without '_' (Flex).
+// One VNet per location (VNet integration is regional): each app’s outbound traffic enters its location’s VNet
+// (Flex Consumption VNet integration routes all of it); the storage account and the vault admit every app subnet
+// through its service endpoints. The private-endpoint subnet is used in the first location’s VNet only (the
+// endpoints are there; the other VNets are peered to it). Subnet names without ’_’ (Flex).
 
 var appSubnetName = 'snet-app'
 var privateEndpointSubnetName = 'snet-private-endpoints'
 
-resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
-  name: 'vnet-${resourceToken}'
-  location: location
+resource vnets 'Microsoft.Network/virtualNetworks@2024-05-01' = [for app in apps: {
+  name: app.vnetName
+  location: app.location
   tags: tags
   properties: {
     addressSpace: {
       addressPrefixes: [
-        vnetAddressPrefix
+        app.vnetAddressPrefix
       ]
     }
     subnets: [
       {
         name: appSubnetName
         properties: {
-          addressPrefix: appSubnetAddressPrefix
+          addressPrefix: app.appSubnetAddressPrefix
           delegations: [
             {
               name: 'flex-consumption'
@@ -301,7 +359,7 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
           ]
           serviceEndpoints: [
             {
-              service: 'Microsoft.Storage'
+              service: app.storageServiceEndpoint
             }
             {
               service: 'Microsoft.KeyVault'
@@ -312,16 +370,17 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
       {
         name: privateEndpointSubnetName
         properties: {
-          addressPrefix: privateEndpointSubnetAddressPrefix
+          addressPrefix: app.privateEndpointSubnetAddressPrefix
           privateEndpointNetworkPolicies: 'Disabled'
         }
       }
     ]
   }
-}
+}]
 
-var appSubnetId = '${vnet.id}/subnets/${appSubnetName}'
-var privateEndpointSubnetId = '${vnet.id}/subnets/${privateEndpointSubnetName}'
+// Every location’s app subnet, in the order of `locations` (the first is the primary’s).
+var appSubnetIds = [for (app, i) in apps: '${vnets[i].id}/subnets/${appSubnetName}']
+var privateEndpointSubnetId = '${vnets[0].id}/subnets/${privateEndpointSubnetName}'
 
 // -------------------------------------------------------------------------------------------------- storage
 
@@ -340,17 +399,15 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     accessTier: 'Hot'
-    // Deny by default: the app's subnet and the deployer's addresses only; with private endpoints, no public access.
+    // Deny by default: the apps’ subnets and the deployer’s addresses only; with private endpoints, no public access.
     publicNetworkAccess: usePrivateEndpoints ? 'Disabled' : 'Enabled'
     networkAcls: {
       defaultAction: 'Deny'
       bypass: 'AzureServices'
-      virtualNetworkRules: [
-        {
-          id: appSubnetId
-          action: 'Allow'
-        }
-      ]
+      virtualNetworkRules: [for subnetId in appSubnetIds: {
+        id: subnetId
+        action: 'Allow'
+      }]
       ipRules: [for ip in allowedIps: {
         value: ip
         action: 'Allow'
@@ -362,14 +419,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
-}
-
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: deploymentContainerName
-  properties: {
-    publicAccess: 'None'
-  }
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -392,7 +441,7 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
   name: queueName
 }]
 
-// Storage Blob Data Owner: the deployment package container and the host's blobs (timer locks, schedule status).
+// Storage Blob Data Owner: the deployment package container and the host’s blobs (timer locks, schedule status).
 resource storageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, identity.id, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
   scope: storage
@@ -506,12 +555,10 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     networkAcls: {
       defaultAction: 'Deny'
       bypass: 'AzureServices'
-      virtualNetworkRules: [
-        {
-          id: appSubnetId
-          ignoreMissingVnetServiceEndpoint: false
-        }
-      ]
+      virtualNetworkRules: [for subnetId in appSubnetIds: {
+        id: subnetId
+        ignoreMissingVnetServiceEndpoint: false
+      }]
       ipRules: [for ip in allowedIps: {
         value: ip
       }]
@@ -572,163 +619,110 @@ resource ackSigningKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if
   }
 }
 
-// --------------------------------------------------------------------------------------------- function app
-
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
-  name: 'plan-${resourceToken}'
-  location: location
-  tags: tags
-  kind: 'functionapp'
-  sku: {
-    name: 'FC1'
-    tier: 'FlexConsumption'
-  }
-  properties: {
-    reserved: true
-  }
-}
-
-resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
-  name: appName
-  location: location
-  tags: union(tags, {
-    'azd-service-name': 'api'
-  })
-  kind: 'functionapp,linux'
-  identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identity.id}': {}
-    }
-  }
-  properties: {
-    serverFarmId: plan.id
-    httpsOnly: true
-    keyVaultReferenceIdentity: identity.id
-    // Flex Consumption VNet integration: all outbound traffic (storage, Key Vault, the checks) goes through the subnet.
-    virtualNetworkSubnetId: appSubnetId
-    siteConfig: {
-      minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-    }
-    functionAppConfig: {
-      deployment: {
-        storage: {
-          type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
-          authentication: {
-            type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identity.id
-          }
-        }
-      }
-      scaleAndConcurrency: {
-        instanceMemoryMB: instanceMemoryMB
-        maximumInstanceCount: maximumInstanceCount
-      }
-      runtime: {
-        name: 'python'
-        version: '3.11'
-      }
-    }
-  }
-  dependsOn: [
-    deploymentContainer
-    storageBlobDataOwner
-    // with usePrivateEndpoints, the app starts only once storage and the vault resolve to their endpoints
-    privateDnsZoneGroups
-    privateDnsZoneLinks
-  ]
-}
-
-// No publishing with FTP or basic (user/password) credentials: azd, Core Tools and az deploy with Entra tokens.
-resource ftpPublishingPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
-  parent: functionApp
-  name: 'ftp'
-  properties: {
-    allow: false
-  }
-}
-
-resource scmPublishingPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
-  parent: functionApp
-  name: 'scm'
-  properties: {
-    allow: false
-  }
-}
+// --------------------------------------------------------------------------------------------- function apps
 
 var keyVaultUri = keyVault.properties.vaultUri
 
-// All app settings (this resource replaces the whole set on every deployment). No AzureWebJobsStorage connection
-// string: the host and the app reach storage with the identity (AzureWebJobsStorage__*), and Flex Consumption takes
-// the runtime from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION are not set either.
-resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
-  parent: functionApp
-  name: 'appsettings'
-  properties: {
-    // storage: identity-based (the host and shared/storage.py)
-    AzureWebJobsStorage__accountName: storage.name
-    AzureWebJobsStorage__credential: 'managedidentity'
-    AzureWebJobsStorage__clientId: identity.properties.clientId
-    AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
-    AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+// The app settings every location shares; modules/region.bicep adds the location’s own (CHECK_LOCATION,
+// CHECKS_QUEUE, PUBLIC_BASE_URL) and writes the whole set (the appsettings resource replaces it on every
+// deployment). No AzureWebJobsStorage connection string: the host and the app reach storage with the identity
+// (AzureWebJobsStorage__*), and Flex Consumption takes the runtime from functionAppConfig, so
+// FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION are not set either.
+var appSettings = {
+  // storage: identity-based (the host and shared/storage.py)
+  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.properties.clientId
+  AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
 
-    // telemetry: Entra auth only, OpenTelemetry from the host (host.json telemetryMode, set here) and the worker
-    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
-    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
-    AzureFunctionsJobHost__telemetryMode: 'OpenTelemetry'
-    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // telemetry: Entra auth only, OpenTelemetry from the host (host.json telemetryMode, set here) and the worker
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+  AzureFunctionsJobHost__telemetryMode: 'OpenTelemetry'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
 
-    // engine
-    CHECK_CONCURRENCY: string(checkConcurrency)
-    TICK_BUDGET_SECONDS: string(tickBudgetSeconds)
-    OUTBOUND_ALLOW_CIDRS: outboundAllowCidrs
-    APP_METRICS_TABLES: appMetricsTables
-    APP_METRICS_QUEUES: appMetricsQueues
-    RESULT_RETENTION_DAYS: string(resultRetentionDays)
-    ROLLUP_RETENTION_DAYS: string(rollupRetentionDays)
+  // engine
+  CHECK_CONCURRENCY: string(checkConcurrency)
+  TICK_BUDGET_SECONDS: string(tickBudgetSeconds)
+  FANOUT_THRESHOLD: string(fanoutThreshold)
+  FANOUT_BATCH_SIZE: string(fanoutBatchSize)
+  // every location, the same in each app (CHECK_LOCATION and CHECKS_QUEUE are per location: modules/region.bicep)
+  CHECK_LOCATIONS: join(regions, ',')
+  OUTBOUND_ALLOW_CIDRS: outboundAllowCidrs
+  APP_METRICS_TABLES: appMetricsTables
+  APP_METRICS_QUEUES: appMetricsQueues
+  RESULT_RETENTION_DAYS: string(resultRetentionDays)
+  ROLLUP_RETENTION_DAYS: string(rollupRetentionDays)
 
-    // e-mail
-    GLOBAL_EMAIL_NOTIFICATIONS_ENABLED: globalEmailNotificationsEnabled ? 'true' : 'false'
-    SMTP_HOST: smtpHost
-    SMTP_PORT: string(smtpPort)
-    SMTP_SECURITY: smtpSecurity
-    SMTP_USERNAME: smtpUsername
-    SMTP_PASSWORD: empty(smtpPassword) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/smtp-password/)'
-    SMTP_FROM: smtpFrom
-    SMTP_TIMEOUT_SECONDS: smtpTimeoutSeconds
-    SMTP_CA_FILE: smtpCaFile
-    ADMIN_EMAIL_RECIPIENTS: adminEmailRecipients
-    DEFAULT_EMAIL_RECIPIENTS: defaultEmailRecipients
-    PUBLIC_BASE_URL: empty(publicBaseUrl) ? 'https://${functionApp.properties.defaultHostName}' : publicBaseUrl
-    DELIVERY_MAX_AGE_HOURS: deliveryMaxAgeHours
-    DELIVERY_RETRY_MAX_SECONDS: string(deliveryRetryMaxSeconds)
+  // e-mail
+  GLOBAL_EMAIL_NOTIFICATIONS_ENABLED: globalEmailNotificationsEnabled ? 'true' : 'false'
+  SMTP_HOST: smtpHost
+  SMTP_PORT: string(smtpPort)
+  SMTP_SECURITY: smtpSecurity
+  SMTP_USERNAME: smtpUsername
+  SMTP_PASSWORD: empty(smtpPassword) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/smtp-password/)'
+  SMTP_FROM: smtpFrom
+  SMTP_TIMEOUT_SECONDS: smtpTimeoutSeconds
+  SMTP_CA_FILE: smtpCaFile
+  ADMIN_EMAIL_RECIPIENTS: adminEmailRecipients
+  DEFAULT_EMAIL_RECIPIENTS: defaultEmailRecipients
+  DELIVERY_MAX_AGE_HOURS: deliveryMaxAgeHours
+  DELIVERY_RETRY_MAX_SECONDS: string(deliveryRetryMaxSeconds)
 
-    // alerting: rate cap, grouping, acknowledgement links
-    ALERT_RATE_LIMIT_PER_HOUR: string(alertRateLimitPerHour)
-    ERROR_GROUP_SECONDS: string(errorGroupSeconds)
-    ACK_SIGNING_KEY: empty(ackSigningKey) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/ack-signing-key/)'
-    ACK_LINK_HOURS: ackLinkHours
+  // alerting: rate cap, grouping, acknowledgement links
+  ALERT_RATE_LIMIT_PER_HOUR: string(alertRateLimitPerHour)
+  ERROR_GROUP_SECONDS: string(errorGroupSeconds)
+  ACK_SIGNING_KEY: empty(ackSigningKey) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/ack-signing-key/)'
+  ACK_LINK_HOURS: ackLinkHours
 
-    // the public status page
-    STATUS_PAGE_TITLE: statusPageTitle
-    STATUS_PAGE_LOGO_URL: statusPageLogoUrl
+  // the public status page
+  STATUS_PAGE_TITLE: statusPageTitle
+  STATUS_PAGE_LOGO_URL: statusPageLogoUrl
 
-    // stock (WHMCS)
-    WHMCS_API_URL: whmcsApiUrl
-    WHMCS_IDENTIFIER: whmcsIdentifier
-    WHMCS_SECRET: empty(whmcsSecret) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/whmcs-secret/)'
-    WHMCS_ACCESS_KEY: empty(whmcsAccessKey) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/whmcs-access-key/)'
-    WHMCS_TIMEOUT_SECONDS: whmcsTimeoutSeconds
+  // stock (WHMCS)
+  WHMCS_API_URL: whmcsApiUrl
+  WHMCS_IDENTIFIER: whmcsIdentifier
+  WHMCS_SECRET: empty(whmcsSecret) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/whmcs-secret/)'
+  WHMCS_ACCESS_KEY: empty(whmcsAccessKey) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/whmcs-access-key/)'
+  WHMCS_TIMEOUT_SECONDS: whmcsTimeoutSeconds
 
-    // parts lists (InvenTree)
-    INVENTREE_URL: inventreeUrl
-    INVENTREE_TOKEN: empty(inventreeToken) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/inventree-token/)'
-    INVENTREE_TIMEOUT_SECONDS: inventreeTimeoutSeconds
-    INVENTREE_AVAILABLE_FIELD: inventreeAvailableField
+  // parts lists (InvenTree)
+  INVENTREE_URL: inventreeUrl
+  INVENTREE_TOKEN: empty(inventreeToken) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/inventree-token/)'
+  INVENTREE_TIMEOUT_SECONDS: inventreeTimeoutSeconds
+  INVENTREE_AVAILABLE_FIELD: inventreeAvailableField
+}
+
+// One plan + app per location (modules/region.bicep), all on the one storage account and identity. The first
+// location’s app carries azd-service-name: api (azd deploys to it); infra/hooks/postdeploy.sh deploys the same
+// package to the others.
+module regionApps 'modules/region.bicep' = [for (app, i) in apps: {
+  name: 'app-${resourceToken}-${app.location}'
+  params: {
+    location: app.location
+    appName: app.appName
+    planName: app.planName
+    deploymentContainerName: app.deploymentContainerName
+    tags: (i == 0) ? union(tags, {
+      'azd-service-name': 'api'
+    }) : tags
+    identityId: identity.id
+    storageAccountName: storage.name
+    subnetId: appSubnetIds[i]
+    logAnalyticsWorkspaceId: logAnalytics.id
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    sharedAppSettings: appSettings
+    checkLocation: app.location
+    checksQueue: app.checksQueue
+    publicBaseUrl: publicBaseUrl
+    hostId: app.hostId
   }
   dependsOn: [
+    blobService
+    // the app reaches storage and the vault with the identity’s roles from its first start
+    storageBlobDataOwner
     storageQueueDataContributor
     storageTableDataContributor
     monitoringMetricsPublisher
@@ -740,31 +734,17 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     ackSigningKeySecret
     tables
     queues
+    // with usePrivateEndpoints, the app starts only once storage and the vault resolve to their endpoints
+    privateDnsZoneGroups
+    privateDnsZoneLinks
+    peeringsToFirstLocation
+    peeringsFromFirstLocation
   ]
-}
+}]
 
 // --------------------------------------------------------------------------------------- diagnostic settings
-// Resource logs and platform metrics to the workspace (Application Insights keeps the app's own telemetry).
-
-resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'to-log-analytics'
-  scope: functionApp
-  properties: {
-    workspaceId: logAnalytics.id
-    logs: [
-      {
-        categoryGroup: 'allLogs'
-        enabled: true
-      }
-    ]
-    metrics: [
-      {
-        category: 'AllMetrics'
-        enabled: true
-      }
-    ]
-  }
-}
+// Resource logs and platform metrics to the workspace (Application Insights keeps the app’s own telemetry); each
+// app’s own is in modules/region.bicep.
 
 // The account itself has metrics only; its logs belong to the blob, queue and table services below.
 resource storageDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
@@ -841,7 +821,7 @@ resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
   }
 }
 
-// Key Vault audit events: every secret read (the app's references) and write, who and from where.
+// Key Vault audit events: every secret read (the app’s references) and write, who and from where.
 resource keyVaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: keyVault
@@ -863,8 +843,10 @@ resource keyVaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-p
 }
 
 // ----------------------------------------------------------------------------- private endpoints (optional)
-// usePrivateEndpoints: one endpoint per storage service the app uses and one for the vault, each with its
-// privatelink DNS zone linked to the VNet so the usual host names resolve to the private addresses inside it.
+// usePrivateEndpoints: one endpoint per storage service the app uses and one for the vault, in the first location’s
+// VNet, each with its privatelink DNS zone linked to every location’s VNet so the usual host names resolve to the
+// private addresses inside them. The other locations’ VNets are peered with the first (global VNet peering), which
+// is how their apps reach the endpoints: one set of endpoints and zones however many locations.
 
 var privateEndpointTargets = [
   {
@@ -889,7 +871,7 @@ var privateEndpointTargets = [
   }
 ]
 
-// '.vault.azure.net' -> '.vaultcore.azure.net' (the vault's privatelink zone, in every cloud)
+// '.vault.azure.net' -> '.vaultcore.azure.net' (the vault’s privatelink zone, in every cloud)
 var keyVaultDnsSuffix = replace(environment().suffixes.keyvaultDns, '.vault.', '.vaultcore.')
 
 // Nothing of this section is deployed unless usePrivateEndpoints is true.
@@ -901,16 +883,57 @@ resource privateDnsZones 'Microsoft.Network/privateDnsZones@2024-06-01' = [for t
   tags: tags
 }]
 
-resource privateDnsZoneLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2024-06-01' = [for (target, i) in privateEndpointsToDeploy: {
-  parent: privateDnsZones[i]
-  name: '${vnet.name}-${target.groupId}'
+// Every zone linked to every location’s VNet: link k is zone k / locations with VNet k % locations (with one
+// location, link i is zone i with the one VNet).
+var privateDnsZoneLinkPairs = [for k in range(0, length(privateEndpointsToDeploy) * length(apps)): {
+  zone: k / length(apps)
+  vnet: k % length(apps)
+}]
+
+resource privateDnsZoneLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2024-06-01' = [for pair in privateDnsZoneLinkPairs: {
+  parent: privateDnsZones[pair.zone]
+  name: '${apps[pair.vnet].vnetName}-${privateEndpointsToDeploy[pair.zone].groupId}'
   location: 'global'
   tags: tags
   properties: {
     registrationEnabled: false
     virtualNetwork: {
-      id: vnet.id
+      id: vnets[pair.vnet].id
     }
+  }
+}]
+
+// The other locations’ VNets peered with the first, both ways (only with usePrivateEndpoints; the address spaces
+// do not overlap: otherLocationsAddressPrefix). One at a time: peerings of one VNet must not be changed at once.
+var peeredLocations = usePrivateEndpoints ? range(1, length(apps) - 1) : []
+
+@batchSize(1)
+resource peeringsToFirstLocation 'Microsoft.Network/virtualNetworks/virtualNetworkPeerings@2024-05-01' = [for i in peeredLocations: {
+  parent: vnets[i]
+  name: 'to-${apps[0].vnetName}'
+  properties: {
+    remoteVirtualNetwork: {
+      id: vnets[0].id
+    }
+    allowVirtualNetworkAccess: true
+    allowForwardedTraffic: false
+    allowGatewayTransit: false
+    useRemoteGateways: false
+  }
+}]
+
+@batchSize(1)
+resource peeringsFromFirstLocation 'Microsoft.Network/virtualNetworks/virtualNetworkPeerings@2024-05-01' = [for i in peeredLocations: {
+  parent: vnets[0]
+  name: 'to-${apps[i].vnetName}'
+  properties: {
+    remoteVirtualNetwork: {
+      id: vnets[i].id
+    }
+    allowVirtualNetworkAccess: true
+    allowForwardedTraffic: false
+    allowGatewayTransit: false
+    useRemoteGateways: false
   }
 }]
 
@@ -955,11 +978,18 @@ resource privateDnsZoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZone
 
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
-output AZURE_FUNCTION_APP_NAME string = functionApp.name
-output SERVICE_API_NAME string = functionApp.name
-output SERVICE_API_BASE_URL string = 'https://${functionApp.properties.defaultHostName}'
+// the first location’s app (the one azd deploys to)
+output AZURE_FUNCTION_APP_NAME string = regionApps[0].outputs.name
+output SERVICE_API_NAME string = regionApps[0].outputs.name
+output SERVICE_API_BASE_URL string = 'https://${regionApps[0].outputs.defaultHostName}'
+// every location’s, in the order of CHECK_LOCATIONS (JSON arrays in the azd environment)
+output AZURE_FUNCTION_APP_LOCATIONS array = regions
+output AZURE_FUNCTION_APP_NAMES array = [for (app, i) in apps: regionApps[i].outputs.name]
+output SERVICE_API_BASE_URLS array = [for (app, i) in apps: 'https://${regionApps[i].outputs.defaultHostName}']
+// the apps infra/hooks/postdeploy.sh deploys to after azd’s own deploy (space-separated; empty with one location)
+output AZURE_OTHER_FUNCTION_APP_NAMES string = join(map(skip(apps, 1), app => app.appName), ' ')
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.name
 output AZURE_KEY_VAULT_NAME string = keyVault.name
-output AZURE_VIRTUAL_NETWORK_NAME string = vnet.name
+output AZURE_VIRTUAL_NETWORK_NAME string = vnets[0].name
 output APPLICATIONINSIGHTS_NAME string = appInsights.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = logAnalytics.properties.customerId

@@ -176,6 +176,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
         return value
 
+    @property
+    def runs_shared_jobs(self) -> bool:
+        """Whether this app runs the jobs of the whole deployment (compaction, retention, snapshots, digests): with
+        several locations only the first one does (they share one storage account)."""
+        return not self.locations or self.check_location == self.locations[0]
+
     @field_validator("check_locations")
     @classmethod
     def _locations(cls, value: str | None) -> str | None:
@@ -189,11 +195,12 @@ class Settings(BaseSettings):
 
     @property
     def locations(self) -> tuple[str, ...]:
-        """Every location of the deployment (CHECK_LOCATIONS, with CHECK_LOCATION among them); () with one."""
-        named = [p.strip() for p in (self.check_locations or "").split(",") if p.strip()]
+        """Every location of the deployment (CHECK_LOCATIONS, in order, with CHECK_LOCATION among them); () with
+        one."""
+        named = list(dict.fromkeys(p.strip() for p in (self.check_locations or "").split(",") if p.strip()))
         if self.check_location and self.check_location not in named:
             named.append(self.check_location)
-        return tuple(sorted(set(named))) if len(set(named)) > 1 else ()
+        return tuple(named) if len(named) > 1 else ()  # in their order: the first runs the deployment's own jobs
 
     @model_validator(mode="after")
     def _storage_and_smtp(self) -> Settings:

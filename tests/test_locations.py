@@ -193,3 +193,22 @@ async def test_a_checker_broken_in_one_location_is_told_to_the_operator_and_does
         assert status == "UP" and data["_loc"]["asia"][0] == "ERROR"  # a broken checker is no outage
         (error,) = await events_of(store, mid)
         assert error["type"] == "MONITOR_ERROR" and "asia" in error["message"]
+
+
+async def test_the_deployments_own_jobs_run_in_the_first_location_only(storage, env):
+    """Snapshots, compaction, retention and digests are the whole deployment's: the other locations' apps skip
+    them (one storage account: three regions taking snapshots would store three)."""
+    from apphelp import functions
+
+    from shared.snapshots import latest
+
+    class Timer:
+        past_due = False
+
+    for location in ("us", "asia"):
+        _at(env, location)
+        await functions()["snapshot_timer"](Timer())
+    async with Store.open(_at(env, "eu")) as store:
+        assert await latest(store) is None
+        await functions()["snapshot_timer"](Timer())  # eu: the first of CHECK_LOCATIONS
+        assert await latest(store) is not None

@@ -26,6 +26,8 @@ async def digest_timer(timer: func.TimerRequest) -> None:
     from shared.storage import Store
 
     settings = get_settings()
+    if not settings.runs_shared_jobs:
+        return  # several locations: the first one sends them
     async with Store.open(settings) as store:
         summary = await send_due_digests(store, settings, datetime.now(UTC))
     if summary["sent"] or summary["pending"] or summary["errors"]:

@@ -2,7 +2,9 @@
 system snapshot every 15 minutes.
 
 Each is a thin adapter over shared.engine / shared.manage / shared.snapshots. The Functions host runs a timer
-trigger on one instance at a time (a blob lease), so a kind's ticks never overlap across instances.
+trigger on one instance at a time (a blob lease), so a kind's ticks never overlap across instances. With several
+locations every location runs the kind timers (each its own window); the jobs of the whole deployment run in the
+first location only (`Settings.runs_shared_jobs`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ async def rollup_timer(timer: func.TimerRequest) -> None:
     from shared.storage import Store
 
     settings = _settings()
+    if not settings.runs_shared_jobs:
+        return  # several locations: the first one compacts
     async with Store.open(settings) as store:
         log.info("rollup: %s", await manage.rollup(store, horizon_days=settings.result_retention_days))
 
@@ -70,6 +74,8 @@ async def retention_timer(timer: func.TimerRequest) -> None:
     from shared.storage import Store
 
     settings = _settings()
+    if not settings.runs_shared_jobs:
+        return  # several locations: the first one purges
     async with Store.open(settings) as store:
         log.info("retention purge: %s", await manage.purge(store, settings))
 
@@ -81,6 +87,8 @@ async def snapshot_timer(timer: func.TimerRequest) -> None:
     from shared.storage import Store
 
     settings = _settings()
+    if not settings.runs_shared_jobs:
+        return  # several locations: the first one takes them
     async with Store.open(settings) as store:
         try:
             snap = await snapshots.take_snapshot(store, settings, persist=True, wait=snapshots.TIMER_WAIT_SECONDS)
