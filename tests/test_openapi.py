@@ -466,6 +466,35 @@ async def test_every_route_answers_as_documented(api, site):
     assert api.called == api.operations, api.operations - api.called
 
 
+async def test_several_locations_answer_as_documented(api, site, env, settings):
+    from datetime import UTC, datetime, timedelta
+
+    from shared import engine
+    from shared.settings import get_settings
+    from shared.storage import Store
+
+    env(CHECK_LOCATION="eu", CHECK_LOCATIONS="eu,us")
+    mid = (await api("POST", "/api/v1/monitors", 201, {"kind": "website", "name": "Shop", "url": site.url,
+                                                       "public": True, "quorum": 1, "locations": ["eu", "us"]}))["id"]
+    await api("POST", "/api/v1/monitors", 422, {"kind": "website", "name": "Far", "url": site.url,
+                                                "locations": ["mars"]})
+    now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    for location in ("us", "eu"):
+        env(CHECK_LOCATION=location)
+        async with Store.open(get_settings()) as store:
+            await engine.run_kind(store, get_settings(), "website", trigger="timer", now=now)
+    one = await api("GET", "/api/v1/monitors/{monitor_id}", 200, monitor_id=mid)
+    assert set(one["state"]["locations"]) == {"eu", "us"}
+    assert {i["location"] for i in (await api("GET", "/api/v1/monitors/{monitor_id}/results", 200,
+                                              monitor_id=mid))["items"]} == {"eu", "us"}
+    assert set((await api("GET", "/api/v1/monitors/{monitor_id}/uptime", 200, monitor_id=mid))["by_location"]) == \
+        {"eu", "us"}
+    assert set((await api("GET", "/api/v1/health", 200))["timers"]["website"]["locations"]) == {"eu", "us"}
+    await api("GET", "/api/v1/monitors", 200)
+    await api("POST", "/api/v1/monitors/{monitor_id}/run", 200, monitor_id=mid)
+    await api("POST", "/api/v1/kinds/{kind}/{action}", 200, kind="website", action="run")
+
+
 def test_importing_the_module_builds_nothing():
     exports = subprocess.run([sys.executable, str(ROOT / "scripts" / "example_env.py")], capture_output=True,
                              text=True, check=True).stdout

@@ -135,7 +135,8 @@ async def _run_batch(store: Store, settings: Settings, text: str, now: datetime 
     now = now or datetime.now(UTC)
     clock, started = time.perf_counter(), time.monotonic()
     requests_before = store.request_count
-    summary = TickSummary(kind.name, "queue", started_at=now, due_at=tick, monitors=len(slots))
+    summary = TickSummary(kind.name, "queue", started_at=now, due_at=tick, monitors=len(slots),
+                          location=settings.check_location if settings.locations else None)
     meta, versions = await store.kind_meta_and_defs(kind.name)
     if now - tick > MAX_AGE:
         log.error("%s batch of the tick at %s waited %s in the queue: not checked (newer ticks have queued these "

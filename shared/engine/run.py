@@ -71,6 +71,7 @@ class TickSummary:
     paused: bool = False
     storage_requests: int = 0
     dispatched: int = 0  # messages handed to the checks queue (a fanned-out tick checks nothing itself)
+    location: str | None = None  # several locations: the one that ran
     outcomes: list[Outcome] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)  # due, but not started before the tick's budget ran out
 
@@ -80,7 +81,7 @@ class TickSummary:
                 "finished_at": finished, "duration_ms": round((finished - self.started_at).total_seconds() * 1000),
                 "monitors": self.monitors, "checked": self.checked, "errors": self.errors, "events": self.events,
                 "paused": self.paused, "storage_requests": self.storage_requests, "dispatched": self.dispatched,
-                "not_checked": len(self.not_checked)}
+                "not_checked": len(self.not_checked), **({"location": self.location} if self.location else {})}
 
 
 class AppStoragePort:
@@ -296,6 +297,7 @@ async def _run_kind(store: Store, settings: Settings, kind: Kind[Any], *, trigge
     else:
         # a version that was never stamped reads as "-" (kept too: the first write of that table stamps one)
         where = Where.of(settings, meta, now)
+        summary.location = where.here if where is not None else None
         if where is not None and not where.covers(kind) and not where.primary:
             return summary  # a kind checked from one place: the first location's
         stored = await store.engine_monitors(kind.name, versions.get("monitors") or "-")

@@ -60,16 +60,21 @@ async def health(store: Store, settings: Settings) -> tuple[bool, dict[str, Any]
     for kind in sorted(KINDS):
         meta = await store.get_kind_meta(kind)
         ticks = await store.list_ticks(kind, now - timedelta(hours=24))
-        ran = [t for t in ticks if t.get("trigger") == "timer" and not t.get("paused")]  # not paused no-ops
-        last = max(ran, key=lambda t: t["started_at"], default=None)
-        nxt = croniter("* * * * *", now).get_next(datetime)
-        body["timers"][kind] = {
-            "paused": bool(meta.get("paused")),
-            "last_run": {k: iso(last.get(k)) for k in ("due_at", "started_at", "finished_at", "duration_ms",
-                                                       "monitors", "checked", "errors", "events")}
-            if last else None,
-            "next_due": nxt.isoformat(),
-            "runs_24h": len(ran),
-            "gaps_24h": timer_gaps(ticks, now) if ticks else [],  # paused runs too: the timer ran
-        }
+        here = [t for t in ticks if t.get("location") == (settings.check_location if settings.locations else None)]
+        body["timers"][kind] = {"paused": bool(meta.get("paused")), **_runs(here, now)}
+        if settings.locations:  # every location's timer of the kind, this app's above
+            body["timers"][kind]["locations"] = {loc: _runs([t for t in ticks if t.get("location") == loc], now)
+                                                 for loc in settings.locations}
     return True, body
+
+
+def _runs(ticks: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    ran = [t for t in ticks if t.get("trigger") == "timer" and not t.get("paused")]  # not paused no-ops
+    last = max(ran, key=lambda t: t["started_at"], default=None)
+    return {
+        "last_run": {k: iso(last.get(k)) for k in ("due_at", "started_at", "finished_at", "duration_ms",
+                                                   "monitors", "checked", "errors", "events")} if last else None,
+        "next_due": croniter("* * * * *", now).get_next(datetime).isoformat(),
+        "runs_24h": len(ran),
+        "gaps_24h": timer_gaps(ticks, now) if ticks else [],  # paused runs too: the timer ran
+    }

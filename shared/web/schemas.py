@@ -90,12 +90,21 @@ class TimerRun(Strict):
     events: int | None
 
 
+class LocationTimer(Strict):
+    last_run: TimerRun | None
+    next_due: datetime
+    runs_24h: int
+    gaps_24h: list[TimerGap]
+
+
 class Timer(Strict):
     paused: bool
     last_run: TimerRun | None
     next_due: datetime
     runs_24h: int
     gaps_24h: list[TimerGap]
+    locations: dict[str, LocationTimer] | Absent = Field(None, description="Several locations: each location's "
+                                                         "timer of the kind (the fields above are this app's).")
 
 
 _timers: dict[str, Any] = {kind: (Timer, ...) for kind in sorted(KINDS)}  # kind names only: no module imported
@@ -145,6 +154,12 @@ class HealthDegraded(Strict):
 # ---------------------------------------------------------------------------------------------- monitors
 
 
+class LocationSeen(Strict):
+    status: str
+    error: str | None
+    stale: bool = Field(description="Its timer has not run for 3 of the monitor's periods: left out of the quorum.")
+
+
 class MonitorState(Strict):
     """What the engine knows about a monitor now (`status` is one of its kind's statuses)."""
 
@@ -158,6 +173,8 @@ class MonitorState(Strict):
     next_check_at: datetime | None = Field(description="The timer tick that will check it next (the same rule the "
                                            "timers select by); null while the monitor is disabled or its kind "
                                            "paused.")
+    locations: dict[str, LocationSeen] | Absent = Field(None, description="Several locations: what each of its "
+                                                        "locations sees (docs/LOCATIONS.md).")
 
 
 class ViewFields(BaseModel):
@@ -262,6 +279,13 @@ class DowntimesPage(Strict):
     items: list[Downtime]
 
 
+class LocationUptime(Strict):
+    checks: int
+    up: int
+    uptime_percent: float | None
+    avg_latency_ms: float | None
+
+
 class Uptime(Strict):
     window: WindowName
     from_: datetime = Field(alias="from")
@@ -276,6 +300,8 @@ class Uptime(Strict):
     maintenance_checks: int = Field(description="Checks during maintenance windows in the period: not counted "
                                     "in `checks`, `up` or `uptime_percent`.")
     note: str | Absent = Field(None, description='"checks during maintenance are not counted" when there were any.')
+    by_location: dict[str, LocationUptime] | Absent = Field(None, description="Several locations: each one's checks "
+                                                            "(the figures above count them all).")
 
 
 class EventRow(Strict):
@@ -338,6 +364,7 @@ class KindRun(Strict):
     events: int
     paused: bool
     storage_requests: int
+    location: str | Absent = Field(None, description="Several locations: the one that ran.")
     dispatched: int = Field(description="Batches handed to the checks queue (a fanned-out timer tick; 0 for a run "
                                         "now, which checks everything itself).")
     not_checked: int = Field(description="Due, but not started before the run's time budget ran out.")
