@@ -18,9 +18,18 @@ def under_host() -> bool:
     return any(os.environ.get(name) for name in HOST_MARKERS)
 
 
+# Settings the host itself resolves in bindings (`%NAME%`): without them it cannot start those functions, whatever
+# the app's defaults say.
+BINDING_SETTINGS = {"CHECKS_QUEUE": "the queue of fanned-out checks (check_batch): monitor-checks with one location"}
+
+
 def check_at_start() -> None:
     """Under the Functions host: raise SettingsError naming every bad setting. Elsewhere: nothing."""
     if under_host():
-        from shared.settings import get_settings
+        from shared.settings import SettingsError, get_settings
 
+        missing = [f"  {name}: required, {what} (see local.settings.json.example)"
+                   for name, what in BINDING_SETTINGS.items() if not os.environ.get(name)]
+        if missing:
+            raise SettingsError("invalid settings:\n" + "\n".join(missing))
         get_settings()

@@ -141,3 +141,17 @@ def test_a_second_scripts_run_on_the_default_port_names_7071():
     out = json.loads(proc.stdout)
     assert _one_line(subprocess.CompletedProcess([], out["rc"], out["stdout"], out["stderr"])) == \
         "port 7071 is in use: is the app already running?"
+
+
+def test_a_settings_file_from_before_the_checks_queue_names_it_at_start(azurite):
+    """local.settings.json made from an older example has no CHECKS_QUEUE, which the host needs to start the
+    queue worker (%CHECKS_QUEUE%): the app stops at start naming it, as it does any missing setting."""
+    env = {k: v for k, v in os.environ.items() if k != "CHECKS_QUEUE"}
+    env.update(FUNCTIONS_WORKER_RUNTIME="python", AzureWebJobsStorage=azurite, GLOBAL_EMAIL_NOTIFICATIONS_ENABLED="false")
+    out = subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "CHECKS_QUEUE: required" in out.stderr, out.stderr
+    env["CHECKS_QUEUE"] = "monitor-checks"
+    out = subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
