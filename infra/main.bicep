@@ -118,7 +118,7 @@ param fanoutThreshold int = 2000
 @description('FANOUT_BATCH_SIZE: monitors per queue message of a fanned-out tick.')
 @minValue(1)
 @maxValue(500)
-param fanoutBatchSize int = 100
+param fanoutBatchSize int = 500
 
 @description('OUTBOUND_ALLOW_CIDRS: networks checks may reach although not public (comma-separated CIDRs; empty = public addresses only).')
 param outboundAllowCidrs string = ''

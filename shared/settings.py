@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # them to the CHECKS_QUEUE in batches of FANOUT_BATCH_SIZE, checked by the queue worker on as many instances
     # as the platform scales to; below it (and with 0) the tick checks them itself.
     fanout_threshold: int = Field(2000, alias="FANOUT_THRESHOLD", ge=0)
-    fanout_batch_size: int = Field(100, alias="FANOUT_BATCH_SIZE", ge=1, le=500)
+    fanout_batch_size: int = Field(500, alias="FANOUT_BATCH_SIZE", ge=1, le=500)
     checks_queue: str = Field("monitor-checks", alias="CHECKS_QUEUE", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     # Locations (docs/LOCATIONS.md): this app's name among the deployment's CHECK_LOCATIONS (comma-separated, the
     # same in every region). Empty: one location, as before.

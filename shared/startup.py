@@ -30,6 +30,11 @@ def check_at_start() -> None:
 
         missing = [f"  {name}: required, {what} (see local.settings.json.example)"
                    for name, what in BINDING_SETTINGS.items() if not os.environ.get(name)]
+        try:
+            get_settings()
+        except SettingsError as error:
+            if missing:  # every problem in one message
+                raise SettingsError("\n".join([str(error), *missing])) from None
+            raise
         if missing:
             raise SettingsError("invalid settings:\n" + "\n".join(missing))
-        get_settings()

@@ -21,6 +21,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from shared.storage import keys
+
 if TYPE_CHECKING:
     from monitors.base import MonitorBase
     from shared.engine.run import TickSummary
@@ -43,8 +45,8 @@ def wanted(settings: Settings, due_count: int, trigger: str) -> bool:
 
 
 def batches(due: list[tuple[MonitorBase, datetime]], size: int) -> list[list[tuple[MonitorBase, datetime]]]:
-    """Due monitors in batches of about `size`, in due order; a monitor and its due parents (depends_on, through
-    any number of levels) always share a batch, which may then hold more than `size`."""
+    """Due monitors in batches of about `size`; a monitor and its due parents (depends_on, through any number of
+    levels) always share a batch, which may then hold more than `size`."""
     index = {cfg.id or "": n for n, (cfg, _) in enumerate(due)}
     root = list(range(len(due)))
 
@@ -63,7 +65,9 @@ def batches(due: list[tuple[MonitorBase, datetime]], size: int) -> list[list[tup
         groups.setdefault(find(n), []).append(item)
     out: list[list[tuple[MonitorBase, datetime]]] = []
     current: list[tuple[MonitorBase, datetime]] = []
-    for group in groups.values():
+    # in the order of their block shard (keys.block_shard): a batch writes one block per shard it touches, so a
+    # batch of whole shards writes a few large blocks, not one small block in each of the 64
+    for group in sorted(groups.values(), key=lambda g: keys.block_shard(g[0][0].id or "")):
         if current and len(current) + len(group) > size:
             out.append(current)
             current = []
