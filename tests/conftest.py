@@ -38,12 +38,15 @@ def _azurite_bin() -> str:
     raise RuntimeError("Azurite not found: run `bash scripts/setup` (npm install) or set AZURITE_BIN")
 
 
-def _wait_port(port: int, timeout: float = 30.0) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """True once `port` accepts connections; False when `proc` exited first (it could not bind a port)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+                return True
+        if proc.poll() is not None:
+            return False
         time.sleep(0.1)
     raise RuntimeError(f"Azurite did not open port {port}")
 
@@ -56,14 +59,17 @@ def azurite() -> str:
         yield given
         return
     data = tempfile.mkdtemp(prefix="azurite-")
-    blob, queue, table = free_port(), free_port(), free_port()
-    proc = subprocess.Popen(
-        [_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose", "--disableTelemetry",
-         "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(5):  # a free port can be taken by a parallel worker's Azurite before ours binds it: new ports
+        blob, queue, table = free_port(), free_port(), free_port()
+        proc = subprocess.Popen(
+            [_azurite_bin(), "--silent", "--location", data, "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+             "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if all(_wait_port(port, proc) for port in (blob, queue, table)):
+            break
+    else:
+        raise RuntimeError("Azurite exited at start five times (ports taken?)")
     try:
-        for port in (blob, queue, table):
-            _wait_port(port)
         yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
                f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
                f"QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;"
