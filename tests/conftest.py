@@ -38,14 +38,14 @@ def _azurite_bin() -> str:
     raise RuntimeError("Azurite not found: run `bash scripts/setup` (npm install) or set AZURITE_BIN")
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> bool:
-    """True once `port` accepts connections; False when `proc` exited first (it could not bind a port)."""
+def _wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> bool:
+    """True once `port` accepts connections; False when `proc` (if given) exited first (it could not bind a port)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return True
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             return False
         time.sleep(0.1)
     raise RuntimeError(f"Azurite did not open port {port}")
