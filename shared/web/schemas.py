@@ -97,14 +97,9 @@ class LocationTimer(Strict):
     gaps_24h: list[TimerGap]
 
 
-class Timer(Strict):
+class Timer(LocationTimer):
     paused: bool
-    last_run: TimerRun | None
-    next_due: datetime
-    runs_24h: int
-    gaps_24h: list[TimerGap]
-    locations: dict[str, LocationTimer] | Absent = Field(None, description="Several locations: each location's "
-                                                         "timer of the kind (the fields above are this app's).")
+    locations: dict[str, LocationTimer] | Absent = Field(None, description="Several locations: each one's timer.")
 
 
 _timers: dict[str, Any] = {kind: (Timer, ...) for kind in sorted(KINDS)}  # kind names only: no module imported
@@ -173,8 +168,7 @@ class MonitorState(Strict):
     next_check_at: datetime | None = Field(description="The timer tick that will check it next (the same rule the "
                                            "timers select by); null while the monitor is disabled or its kind "
                                            "paused.")
-    locations: dict[str, LocationSeen] | Absent = Field(None, description="Several locations: what each of its "
-                                                        "locations sees (docs/LOCATIONS.md).")
+    locations: dict[str, LocationSeen] | Absent = Field(None, description="Several locations: what each one sees.")
 
 
 class ViewFields(BaseModel):
@@ -300,8 +294,7 @@ class Uptime(Strict):
     maintenance_checks: int = Field(description="Checks during maintenance windows in the period: not counted "
                                     "in `checks`, `up` or `uptime_percent`.")
     note: str | Absent = Field(None, description='"checks during maintenance are not counted" when there were any.')
-    by_location: dict[str, LocationUptime] | Absent = Field(None, description="Several locations: each one's checks "
-                                                            "(the figures above count them all).")
+    by_location: dict[str, LocationUptime] | Absent = Field(None, description="Several locations: each one's checks.")
 
 
 class EventRow(Strict):
